@@ -1,0 +1,275 @@
+"""The program / version / procedure registry and the dispatch of one RPC call.
+
+Theory of operation
+-------------------
+Transports hand :meth:`Dispatcher.dispatch` one whole call message plus where it came from
+(client address, the server address it arrived on, the transport).  The dispatcher parses the
+header (:mod:`floatlock.rpc.message`), finds the procedure, decodes its arguments, runs the
+handler and encodes the reply.  It answers every error RFC 5531 section 9 defines:
+PROG_UNAVAIL, PROG_MISMATCH (with the lowest and highest version registered), PROC_UNAVAIL,
+GARBAGE_ARGS (arguments that do not decode, or do not decode exactly), SYSTEM_ERR (the
+handler raised), RPC_MISMATCH and AUTH_ERROR; a message that is not even a call is dropped
+and counted.
+
+Handlers are plain functions of their decoded arguments and a :class:`Call` (who asked, on
+which server address): ``handler(args, call) -> result``.  A handler may be a coroutine
+function; then ``dispatch`` returns an awaitable and the transport sends the reply when it is
+done, while other calls go on.  A handler that must not be answered (the NLM ``*_MSG``
+procedures send their results as separate calls) returns :data:`NO_REPLY`.
+
+Non-idempotent procedures go through the duplicate request cache (:mod:`floatlock.rpc.drc`).
+
+``dispatch`` is on every request's path: it allocates the call object and little else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from inspect import iscoroutinefunction
+from typing import Any, Final, Generic, TypeVar
+
+from floatlock.address import ServerAddress
+from floatlock.rpc.drc import IN_PROGRESS, ReplyCache
+from floatlock.rpc.message import (
+    AcceptStat,
+    AuthStat,
+    AuthSys,
+    CallHeader,
+    Rejected,
+    accepted_reply,
+    auth_error_reply,
+    parse_call,
+    prog_mismatch_reply,
+    success_header,
+)
+from floatlock.xdr import Decoder, XdrError
+
+log = logging.getLogger("floatlock.rpc")
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+class _NoReply:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_REPLY"
+
+
+NO_REPLY: Final = _NoReply()
+
+
+class Call:
+    """What a handler knows about the call besides its arguments."""
+
+    __slots__ = ("auth", "client", "proc", "prog", "server", "transport", "vers", "xid")
+
+    def __init__(
+        self,
+        hdr: CallHeader,
+        auth: AuthSys | None,
+        client: Any,
+        server: ServerAddress,
+        transport: str,
+    ) -> None:
+        self.xid = hdr.xid
+        self.prog = hdr.prog
+        self.vers = hdr.vers
+        self.proc = hdr.proc
+        self.auth = auth  # None for AUTH_NONE
+        self.client = client  # the peer's socket address tuple, (host, port, ...)
+        self.server = server  # the local address the call arrived on (the seed's key)
+        self.transport = transport  # "udp" or "tcp"
+
+    @property
+    def client_ip(self) -> str:
+        return str(self.client[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Call(xid={self.xid:#x}, {self.prog}/{self.vers}/{self.proc} "
+            f"from {self.client[0]}:{self.client[1]} to {self.server} over {self.transport})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Procedure(Generic[A, R]):
+    """One procedure: decode its arguments, handle them, encode the result.
+
+    ``decode`` None means void arguments; ``encode`` None means a void result.
+    """
+
+    name: str
+    handler: Callable[[A, Call], R] | Callable[[A, Call], Awaitable[R]]
+    decode: Callable[[Decoder], A] | None = None
+    encode: Callable[[R], bytes] | None = None
+    idempotent: bool = True
+    is_async: bool = field(init=False, default=False)
+    calls: list[int] = field(init=False, default_factory=lambda: [0], compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", iscoroutinefunction(self.handler))
+
+
+def _null_handler(_args: None, _call: Call) -> None:
+    return None
+
+
+def null_procedure() -> Procedure[None, None]:
+    """Procedure 0 of every program (RFC 5531 section 12: 'do nothing' by convention)."""
+    return Procedure("NULL", _null_handler)
+
+
+@dataclass(slots=True)
+class RpcStats:
+    calls: int = 0
+    malformed_dropped: int = 0
+    garbage_args: int = 0
+    denied: int = 0
+    prog_unavail: int = 0
+    prog_mismatch: int = 0
+    proc_unavail: int = 0
+    system_err: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+Reply = bytes | None
+DispatchResult = bytes | None | Awaitable[bytes | None]
+
+
+class Dispatcher:
+    """Registry of programs and the dispatch of calls to them."""
+
+    def __init__(
+        self,
+        drc: ReplyCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # (prog, vers) -> {proc: Procedure}; prog -> (low, high) for PROG_MISMATCH.
+        self._procs: dict[tuple[int, int], dict[int, Procedure[Any, Any]]] = {}
+        self._versions: dict[int, tuple[int, int]] = {}
+        self._names: dict[int, str] = {}
+        self.drc = drc if drc is not None else ReplyCache()
+        self._clock = clock
+        self.stats = RpcStats()
+
+    def register(
+        self, prog: int, vers: int, procs: Mapping[int, Procedure[Any, Any]], name: str = ""
+    ) -> None:
+        table = dict(procs)
+        table.setdefault(0, null_procedure())
+        self._procs[(prog, vers)] = table
+        low, high = self._versions.get(prog, (vers, vers))
+        self._versions[prog] = (min(low, vers), max(high, vers))
+        if name:
+            self._names[prog] = name
+
+    def programs(self) -> Iterator[tuple[int, int, str]]:
+        """(prog, vers, name) for every registered program version, for the portmapper."""
+        for prog, vers in sorted(self._procs):
+            yield prog, vers, self._names.get(prog, str(prog))
+
+    def dispatch(
+        self, data: bytes, client: Hashable, server: ServerAddress, transport: str
+    ) -> DispatchResult:
+        """Answer one call message: reply bytes, None (send nothing) or an awaitable of them."""
+        stats = self.stats
+        stats.calls += 1
+        try:
+            hdr = parse_call(data)
+        except Rejected as rej:
+            stats.denied += 1
+            log.info("denied call from %s: %s", client, rej)
+            return rej.reply
+        except XdrError as e:
+            stats.malformed_dropped += 1
+            log.debug("dropped malformed message from %s: %s", client, e)
+            return None
+        auth: AuthSys | None = None
+        if hdr.cred_flavor == 1:
+            try:
+                auth = AuthSys.decode(hdr.cred_body)
+            except XdrError as e:
+                stats.denied += 1
+                log.info("bad AUTH_SYS credential from %s: %s", client, e)
+                return auth_error_reply(hdr.xid, AuthStat.BADCRED)
+        procs = self._procs.get((hdr.prog, hdr.vers))
+        if procs is None:
+            versions = self._versions.get(hdr.prog)
+            if versions is None:
+                stats.prog_unavail += 1
+                return accepted_reply(hdr.xid, AcceptStat.PROG_UNAVAIL)
+            stats.prog_mismatch += 1
+            return prog_mismatch_reply(hdr.xid, *versions)
+        proc = procs.get(hdr.proc)
+        if proc is None:
+            stats.proc_unavail += 1
+            return accepted_reply(hdr.xid, AcceptStat.PROC_UNAVAIL)
+        proc.calls[0] += 1
+        call = Call(hdr, auth, client, server, transport)
+
+        if proc.decode is None:
+            args: Any = None
+        else:
+            try:
+                dec = Decoder(data, hdr.args)
+                args = proc.decode(dec)
+                dec.done()
+            except XdrError as e:
+                stats.garbage_args += 1
+                log.info("GARBAGE_ARGS for %s from %s: %s", proc.name, client, e)
+                return accepted_reply(hdr.xid, AcceptStat.GARBAGE_ARGS)
+
+        if proc.idempotent:
+            if proc.is_async:
+                return self._run_async(proc, args, call, None)
+            return self._run(proc, args, call)
+
+        key = ReplyCache.key(client, hdr.xid, hdr.prog, hdr.vers, hdr.proc, data[hdr.args :])
+        cached = self.drc.begin(key, self._clock())
+        if cached is not None:
+            return None if cached is IN_PROGRESS else cached
+        if proc.is_async:
+            return self._run_async(proc, args, call, key)
+        reply = self._run(proc, args, call)
+        self.drc.finish(key, reply, self._clock())
+        return reply
+
+    def _run(self, proc: Procedure[Any, Any], args: Any, call: Call) -> bytes | None:
+        try:
+            result = proc.handler(args, call)
+            if result is NO_REPLY:
+                return None
+            if proc.encode is None:
+                return success_header(call.xid)
+            return success_header(call.xid) + proc.encode(result)
+        except Exception:
+            self.stats.system_err += 1
+            log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
+            return accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
+
+    async def _run_async(
+        self, proc: Procedure[Any, Any], args: Any, call: Call, key: Any
+    ) -> bytes | None:
+        reply: bytes | None
+        try:
+            result = await proc.handler(args, call)
+            if result is NO_REPLY:
+                reply = None
+            elif proc.encode is None:
+                reply = success_header(call.xid)
+            else:
+                reply = success_header(call.xid) + proc.encode(result)
+        except Exception:
+            self.stats.system_err += 1
+            log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
+            reply = accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
+        if key is not None:
+            self.drc.finish(key, reply, self._clock())
+        return reply
