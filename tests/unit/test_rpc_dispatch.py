@@ -1,0 +1,185 @@
+"""RPC v2 (RFC 5531): every accept and reject status, AUTH_SYS limits, the reply cache."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from floatlock.address import ServerAddress
+from floatlock.rpc.dispatch import NO_REPLY, Call, Dispatcher, Procedure
+from floatlock.rpc.drc import IN_PROGRESS, ReplyCache
+from floatlock.rpc.message import (
+    AcceptStat,
+    AuthSys,
+    RpcError,
+    encode_call,
+    parse_reply,
+)
+from floatlock.xdr import Decoder, Encoder, XdrError
+
+PROG = 0x20000999
+CLIENT = ("127.0.0.1", 700)
+SERVER = ServerAddress("127.0.0.1")
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self, args: int, call: Call) -> int:
+        self.n += 1
+        return args + self.n
+
+    def boom(self, _args: None, _call: Call) -> None:
+        raise RuntimeError("handler bug")
+
+
+def u32(v: int) -> bytes:
+    return struct.pack(">I", v)
+
+
+def make() -> tuple[Dispatcher, Counter]:
+    now = [0.0]
+    d = Dispatcher(clock=lambda: now[0])
+    c = Counter()
+    d.register(
+        PROG,
+        2,
+        {
+            1: Procedure("BUMP", c.bump, Decoder.u32, u32, idempotent=False),
+            2: Procedure("BOOM", c.boom),
+            3: Procedure("SILENT", lambda a, call: NO_REPLY),
+            4: Procedure("WHO", lambda a, call: call, None, lambda call: u32(call.auth.uid)),
+        },
+    )
+    d.register(PROG, 4, {})
+    return d, c
+
+
+def call(d: Dispatcher, msg: bytes, client: tuple[str, int] = CLIENT) -> bytes | None:
+    out = d.dispatch(msg, client, SERVER, "udp")
+    assert out is None or isinstance(out, bytes)
+    return out
+
+
+def status_of(reply: bytes | None) -> int | None:
+    assert reply is not None
+    try:
+        parse_reply(reply)
+    except RpcError as e:
+        return e.accept_stat if e.accept_stat is not None else -1
+    return AcceptStat.SUCCESS
+
+
+def test_success_and_null() -> None:
+    d, _ = make()
+    assert parse_reply(call(d, encode_call(1, PROG, 2, 1, u32(10))) or b"").body == u32(11)
+    assert parse_reply(call(d, encode_call(2, PROG, 4, 0)) or b"").body == b""
+
+
+def test_accept_errors() -> None:
+    d, _ = make()
+    assert status_of(call(d, encode_call(1, PROG + 1, 2, 0))) == AcceptStat.PROG_UNAVAIL
+    with pytest.raises(RpcError, match="supports 2-4"):
+        parse_reply(call(d, encode_call(1, PROG, 3, 0)) or b"")
+    assert status_of(call(d, encode_call(1, PROG, 2, 99))) == AcceptStat.PROC_UNAVAIL
+    assert status_of(call(d, encode_call(1, PROG, 2, 1, b"\0\0"))) == AcceptStat.GARBAGE_ARGS
+    # Trailing bytes after the arguments are garbage too.
+    assert status_of(call(d, encode_call(1, PROG, 2, 1, u32(1) * 2))) == AcceptStat.GARBAGE_ARGS
+    assert status_of(call(d, encode_call(1, PROG, 2, 2))) == AcceptStat.SYSTEM_ERR
+    assert call(d, encode_call(1, PROG, 2, 3)) is None
+    assert d.stats.garbage_args == 2 and d.stats.system_err == 1
+
+
+def test_rejections() -> None:
+    d, _ = make()
+    msg = bytearray(encode_call(1, PROG, 2, 0))
+    msg[8:12] = u32(3)  # rpcvers 3
+    with pytest.raises(RpcError, match="RPC version mismatch"):
+        parse_reply(call(d, bytes(msg)) or b"")
+    msg = bytearray(encode_call(1, PROG, 2, 0))
+    msg[24:28] = u32(3)  # AUTH_DH
+    with pytest.raises(RpcError, match="AUTH_BADCRED"):
+        parse_reply(call(d, bytes(msg)) or b"")
+    # A credential body over 400 bytes (RFC 5531 section 8.2).
+    big = struct.pack(">IIIIIIII", 1, 0, 2, PROG, 2, 0, 1, 404) + b"\0" * 404 + b"\0" * 8
+    with pytest.raises(RpcError, match="AUTH_BADCRED"):
+        parse_reply(call(d, big) or b"")
+    # A verifier over 400 bytes.
+    bigv = struct.pack(">IIIIIIIIII", 1, 0, 2, PROG, 2, 0, 0, 0, 0, 404) + b"\0" * 404
+    with pytest.raises(RpcError, match="AUTH_BADVERF"):
+        parse_reply(call(d, bigv) or b"")
+
+
+def test_auth_sys_limits() -> None:
+    d, _ = make()
+    ok = AuthSys(1, "host", 1000, 100, tuple(range(16)))
+    assert parse_reply(call(d, encode_call(1, PROG, 2, 4, cred=ok)) or b"").body == u32(1000)
+    # 17 groups: one over appendix A's gids<16>.
+    e = Encoder()
+    e.u32(1)
+    e.string("host")
+    e.u32(0)
+    e.u32(0)
+    e.uint_array(list(range(17)))
+    body = e.getvalue()
+    msg = struct.pack(">IIIIIIII", 9, 0, 2, PROG, 2, 4, 1, len(body)) + body + b"\0" * 8
+    with pytest.raises(RpcError, match="AUTH_BADCRED"):
+        parse_reply(call(d, msg) or b"")
+    with pytest.raises(XdrError):
+        AuthSys(1, "x" * 256, 0, 0, ()).encode()
+
+
+def test_not_a_call_is_dropped() -> None:
+    d, _ = make()
+    msg = bytearray(encode_call(1, PROG, 2, 0))
+    msg[4:8] = u32(1)
+    assert call(d, bytes(msg)) is None
+    assert call(d, b"\0" * 7) is None
+    assert d.stats.malformed_dropped == 2
+
+
+def test_retransmission_answered_from_cache_not_rerun() -> None:
+    d, c = make()
+    msg = encode_call(77, PROG, 2, 1, u32(10))
+    first = call(d, msg)
+    again = call(d, msg)
+    assert first == again and c.n == 1
+    # Same xid from another client port is another call.
+    call(d, msg, ("127.0.0.1", 701))
+    assert c.n == 2
+    # Same xid with other arguments (a rebooted client reusing xids) is run again.
+    call(d, encode_call(77, PROG, 2, 1, u32(11)))
+    assert c.n == 3
+
+
+def test_reply_cache_states() -> None:
+    drc = ReplyCache(max_entries=2, ttl=10)
+    k = ReplyCache.key(CLIENT, 1, PROG, 1, 1, b"a")
+    assert drc.begin(k, 0.0) is None
+    assert drc.begin(k, 1.0) is IN_PROGRESS
+    drc.finish(k, b"reply", 2.0)
+    assert drc.begin(k, 3.0) == b"reply"
+    assert drc.begin(k, 20.0) is None  # expired: a new call
+    for xid in range(2, 6):
+        drc.begin(ReplyCache.key(CLIENT, xid, PROG, 1, 1, b"a"), 21.0)
+    assert len(drc) == 2
+
+
+@given(st.binary(max_size=200))
+def test_garbage_never_raises_and_service_goes_on(blob: bytes) -> None:
+    d, _ = make()
+    out = call(d, blob)
+    assert out is None or len(out) >= 12
+    assert parse_reply(call(d, encode_call(3, PROG, 2, 1, u32(1))) or b"").xid == 3
+
+
+@given(st.binary(min_size=1, max_size=60), st.integers(0, 59))
+def test_mutated_calls_never_raise(args: bytes, flip: int) -> None:
+    d, _ = make()
+    msg = bytearray(encode_call(3, PROG, 2, 1, args))
+    msg[flip % len(msg)] ^= 0xFF
+    call(d, bytes(msg))
