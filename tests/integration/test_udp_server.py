@@ -69,9 +69,7 @@ def test_reply_leaves_from_each_destination_address() -> None:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                     s.setblocking(False)
                     s.bind(("127.0.0.1", 0))
-                    data, src = await _exchange(
-                        s, (dest, server.port), encode_call(5, PROG, 1, 1)
-                    )
+                    data, src = await _exchange(s, (dest, server.port), encode_call(5, PROG, 1, 1))
                     reply = parse_reply(data)
                     assert src == (dest, server.port)
                     assert Decoder(reply.body).string() == dest
