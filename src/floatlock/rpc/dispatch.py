@@ -37,7 +37,7 @@ from floatlock.rpc.message import (
     AcceptStat,
     AuthStat,
     AuthSys,
-    CallHeader,
+    Call,
     Rejected,
     accepted_reply,
     auth_error_reply,
@@ -46,6 +46,16 @@ from floatlock.rpc.message import (
     success_header,
 )
 from floatlock.xdr import Decoder, XdrError
+
+__all__ = [
+    "NO_REPLY",
+    "Call",
+    "DispatchResult",
+    "Dispatcher",
+    "Procedure",
+    "RpcStats",
+    "null_procedure",
+]
 
 log = logging.getLogger("floatlock.rpc")
 
@@ -61,39 +71,6 @@ class _NoReply:
 
 
 NO_REPLY: Final = _NoReply()
-
-
-class Call:
-    """What a handler knows about the call besides its arguments."""
-
-    __slots__ = ("auth", "client", "proc", "prog", "server", "transport", "vers", "xid")
-
-    def __init__(
-        self,
-        hdr: CallHeader,
-        auth: AuthSys | None,
-        client: Any,
-        server: ServerAddress,
-        transport: str,
-    ) -> None:
-        self.xid = hdr.xid
-        self.prog = hdr.prog
-        self.vers = hdr.vers
-        self.proc = hdr.proc
-        self.auth = auth  # None for AUTH_NONE
-        self.client = client  # the peer's socket address tuple, (host, port, ...)
-        self.server = server  # the local address the call arrived on (the seed's key)
-        self.transport = transport  # "udp" or "tcp"
-
-    @property
-    def client_ip(self) -> str:
-        return str(self.client[0])
-
-    def __repr__(self) -> str:
-        return (
-            f"Call(xid={self.xid:#x}, {self.prog}/{self.vers}/{self.proc} "
-            f"from {self.client[0]}:{self.client[1]} to {self.server} over {self.transport})"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +159,7 @@ class Dispatcher:
         stats = self.stats
         stats.calls += 1
         try:
-            hdr = parse_call(data)
+            call = parse_call(data, client, server, transport)
         except Rejected as rej:
             stats.denied += 1
             log.info("denied call from %s: %s", client, rej)
@@ -191,47 +168,47 @@ class Dispatcher:
             stats.malformed_dropped += 1
             log.debug("dropped malformed message from %s: %s", client, e)
             return None
-        auth: AuthSys | None = None
-        if hdr.cred_flavor == 1:
+        xid = call.xid
+        if call.cred_flavor == 1:
             try:
-                auth = AuthSys.decode(hdr.cred_body)
+                call.auth = AuthSys.decode(call.cred_body)
             except XdrError as e:
                 stats.denied += 1
                 log.info("bad AUTH_SYS credential from %s: %s", client, e)
-                return auth_error_reply(hdr.xid, AuthStat.BADCRED)
-        procs = self._procs.get((hdr.prog, hdr.vers))
+                return auth_error_reply(xid, AuthStat.BADCRED)
+        procs = self._procs.get((call.prog, call.vers))
         if procs is None:
-            versions = self._versions.get(hdr.prog)
+            versions = self._versions.get(call.prog)
             if versions is None:
                 stats.prog_unavail += 1
-                return accepted_reply(hdr.xid, AcceptStat.PROG_UNAVAIL)
+                return accepted_reply(xid, AcceptStat.PROG_UNAVAIL)
             stats.prog_mismatch += 1
-            return prog_mismatch_reply(hdr.xid, *versions)
-        proc = procs.get(hdr.proc)
+            return prog_mismatch_reply(xid, *versions)
+        proc = procs.get(call.proc)
         if proc is None:
             stats.proc_unavail += 1
-            return accepted_reply(hdr.xid, AcceptStat.PROC_UNAVAIL)
+            return accepted_reply(xid, AcceptStat.PROC_UNAVAIL)
         proc.calls[0] += 1
-        call = Call(hdr, auth, client, server, transport)
 
-        if proc.decode is None:
+        decode = proc.decode
+        if decode is None:
             args: Any = None
         else:
             try:
-                dec = Decoder(data, hdr.args)
-                args = proc.decode(dec)
+                dec = Decoder(data, call.args)
+                args = decode(dec)
                 dec.done()
             except XdrError as e:
                 stats.garbage_args += 1
                 log.info("GARBAGE_ARGS for %s from %s: %s", proc.name, client, e)
-                return accepted_reply(hdr.xid, AcceptStat.GARBAGE_ARGS)
+                return accepted_reply(xid, AcceptStat.GARBAGE_ARGS)
 
         if proc.idempotent:
             if proc.is_async:
                 return self._run_async(proc, args, call, None)
             return self._run(proc, args, call)
 
-        key = ReplyCache.key(client, hdr.xid, hdr.prog, hdr.vers, hdr.proc, data[hdr.args :])
+        key = ReplyCache.key(client, xid, call.prog, call.vers, call.proc, data[call.args :])
         cached = self.drc.begin(key, self._clock())
         if cached is not None:
             return None if cached is IN_PROGRESS else cached

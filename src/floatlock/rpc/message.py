@@ -17,7 +17,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
+from floatlock.address import ServerAddress
 from floatlock.xdr import Decoder, Encoder, XdrError
 
 RPC_VERSION = 2
@@ -105,13 +107,41 @@ _U32 = struct.Struct(">I")
 _U32X2 = struct.Struct(">II")
 
 
-class CallHeader:
-    """A decoded call header; ``args`` is the offset of the procedure's arguments."""
+_NO_ADDRESS = ServerAddress("")
 
-    __slots__ = ("args", "cred_body", "cred_flavor", "proc", "prog", "vers", "xid")
+
+class Call:
+    """A decoded call header plus where it came from: what a handler knows besides its args.
+
+    ``args`` is the offset in the message where the procedure's arguments begin.
+    """
+
+    __slots__ = (
+        "args",
+        "auth",
+        "client",
+        "cred_body",
+        "cred_flavor",
+        "proc",
+        "prog",
+        "server",
+        "transport",
+        "vers",
+        "xid",
+    )
 
     def __init__(
-        self, xid: int, prog: int, vers: int, proc: int, flavor: int, cred: bytes, args: int
+        self,
+        xid: int,
+        prog: int,
+        vers: int,
+        proc: int,
+        flavor: int,
+        cred: bytes,
+        args: int,
+        client: Any = None,
+        server: ServerAddress = _NO_ADDRESS,
+        transport: str = "",
     ) -> None:
         self.xid = xid
         self.prog = prog
@@ -120,6 +150,21 @@ class CallHeader:
         self.cred_flavor = flavor
         self.cred_body = cred
         self.args = args
+        self.auth: AuthSys | None = None  # set by the dispatcher for AUTH_SYS
+        self.client = client  # the peer's socket address tuple, (host, port, ...)
+        self.server = server  # the local address the call arrived on (the seed's key)
+        self.transport = transport  # "udp" or "tcp"
+
+    @property
+    def client_ip(self) -> str:
+        return str(self.client[0])
+
+    def __repr__(self) -> str:
+        peer = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+        return (
+            f"Call(xid={self.xid:#x}, {self.prog}/{self.vers}/{self.proc} "
+            f"from {peer} to {self.server} over {self.transport})"
+        )
 
 
 class Rejected(Exception):
@@ -131,14 +176,28 @@ class Rejected(Exception):
         self.reply = reply
 
 
-def parse_call(data: bytes) -> CallHeader:
+# The common case, AUTH_NONE credential and verifier, decodes with one unpack.
+_HDR_NULL = struct.Struct(">IIIIIIIIII")
+_HDR_NULL_SIZE = _HDR_NULL.size
+
+
+def parse_call(
+    data: bytes, client: Any = None, server: ServerAddress = _NO_ADDRESS, transport: str = ""
+) -> Call:
     """Parse an RPC call header.
 
     Raises :class:`XdrError` when the message is not a well-formed call (it is dropped: with
     no trustworthy xid there is nobody to answer, RFC 5531 section 9 gives no reply for it),
     and :class:`Rejected` when it must be answered with a MSG_DENIED reply.
     """
-    if len(data) < _HDR_SIZE + 8:
+    n = len(data)
+    if n >= _HDR_NULL_SIZE:
+        xid, mtype, rpcvers, prog, vers, proc, flavor, clen, _vf, vlen = _HDR_NULL.unpack_from(
+            data, 0
+        )
+        if clen == 0 and vlen == 0 and flavor == 0 and mtype == CALL and rpcvers == RPC_VERSION:
+            return Call(xid, prog, vers, proc, 0, b"", _HDR_NULL_SIZE, client, server, transport)
+    if n < _HDR_SIZE + 8:
         raise XdrError("short RPC call header")
     xid, mtype, rpcvers, prog, vers, proc, flavor, clen = _HDR.unpack_from(data, 0)
     if mtype != CALL:
@@ -148,20 +207,20 @@ def parse_call(data: bytes) -> CallHeader:
     if clen > MAX_AUTH_BYTES:
         raise Rejected(xid, auth_error_reply(xid, AuthStat.BADCRED), f"credential of {clen} B")
     pos = _HDR_SIZE + clen + (-clen & 3)
-    if pos + 8 > len(data):
+    if pos + 8 > n:
         raise XdrError("truncated credential")
     cred = data[_HDR_SIZE : _HDR_SIZE + clen]
     _vflavor, vlen = _U32X2.unpack_from(data, pos)
     if vlen > MAX_AUTH_BYTES:
         raise Rejected(xid, auth_error_reply(xid, AuthStat.BADVERF), f"verifier of {vlen} B")
     pos += 8 + vlen + (-vlen & 3)
-    if pos > len(data):
+    if pos > n:
         raise XdrError("truncated verifier")
     if flavor != 0 and flavor != 1:
         # Only AUTH_NONE and AUTH_SYS are offered; RFC 5531 section 9 AUTH_REJECTEDCRED would
         # invite the client to retry the same flavor, BADCRED tells it this one will not do.
         raise Rejected(xid, auth_error_reply(xid, AuthStat.BADCRED), f"auth flavor {flavor}")
-    return CallHeader(xid, prog, vers, proc, flavor, cred, pos)
+    return Call(xid, prog, vers, proc, flavor, cred, pos, client, server, transport)
 
 
 # -- replies (server side) ---------------------------------------------------------------
