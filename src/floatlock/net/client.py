@@ -1,0 +1,489 @@
+"""An asyncio ONC RPC client over UDP or TCP, bound to a chosen source address.
+
+Theory of operation
+-------------------
+floatlock calls out as well as answering: NLM GRANTED callbacks and ``*_RES`` messages to
+clients, SM_NOTIFY to peers' statd, rpcbind registration.  A virtual server must be seen
+calling *from its own address* (a client's statd and lockd match the caller by address), so
+every client socket can be bound to a ``source`` address, and to a reserved port
+(``privileged``) for peers that insist on one (RFC 1057-era convention; needs root).
+
+* **Calls.**  Each call gets the next xid (random start, then +1, mod 2**32: RFC 5531 section
+  9 only asks that xids differ between outstanding calls) and a future in the pending table.
+  A reply is matched by xid; anything else (unknown xid, not a reply, undecodable) is counted
+  and dropped.  Many calls may be outstanding on one client.
+* **UDP** is at-least-once: the call is retransmitted, same xid and bytes, after ``rto``
+  seconds, doubling up to ``max_rto``, at most ``retries`` times, until the overall timeout
+  (the server's duplicate request cache makes the repeats harmless).  The socket is
+  *connected*, so the kernel drops datagrams from any other peer.
+* **TCP** frames calls with record marking (:mod:`floatlock.net.recordmark`) and never
+  retransmits (RFC 5531 section 11 transports are reliable).  When the connection closes,
+  every pending call fails with :class:`RpcConnectionError`; the next call reconnects.
+* Errors: :class:`RpcTimeout` (a :class:`TimeoutError`) when no reply came in time;
+  :class:`~floatlock.rpc.message.RpcError` for a reply that was denied or not accepted with
+  SUCCESS (its ``accept_stat`` tells PROG_UNAVAIL, PROC_UNAVAIL, ...) or malformed.
+
+Retransmission timers are plain loop callbacks, not tasks: a call costs one future and one
+timer handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import random
+import socket
+from typing import Any, Literal
+
+from floatlock.net.recordmark import RecordError, RecordReader, frame
+from floatlock.rpc.message import AuthSys, RpcError, encode_call, parse_reply, reply_xid
+from floatlock.xdr import XdrError
+
+__all__ = [
+    "RpcClient",
+    "RpcConnectionError",
+    "RpcTimeout",
+    "bind_source",
+    "rpc_call",
+]
+
+log = logging.getLogger("floatlock.net.client")
+
+Transport = Literal["udp", "tcp"]
+
+# Reserved ports tried by ``privileged`` binds, highest first (bindresvport(3) uses 600-1023
+# too; the lowest ones are left to well-known services).
+_RESERVED_PORTS = range(1023, 599, -1)
+
+
+class RpcTimeout(TimeoutError):
+    """No reply arrived within the call's timeout."""
+
+
+class RpcConnectionError(ConnectionError):
+    """The TCP connection closed (or could not be made) before the reply arrived."""
+
+
+def bind_source(
+    family: socket.AddressFamily,
+    kind: socket.SocketKind,
+    source: str | None,
+    source_port: int = 0,
+    privileged: bool = False,
+) -> socket.socket:
+    """A non-blocking socket bound to ``source`` (or the wildcard) and a port.
+
+    With ``privileged`` (and ``source_port`` 0) the ports 1023 down to 600 are tried in turn,
+    skipping those in use; :class:`PermissionError` when we may not bind them at all.
+    """
+    sock = socket.socket(family, kind)
+    try:
+        sock.setblocking(False)
+        if kind == socket.SOCK_STREAM and source_port:
+            # A reconnect from the same fixed port must not wait out TIME_WAIT.  Not for
+            # privileged picks: with SO_REUSEADDR two clients could bind the same reserved
+            # port and the second connect() to the same server would fail (EADDRNOTAVAIL).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        host = source if source is not None else ("::" if family == socket.AF_INET6 else "")
+        if privileged and source_port == 0:
+            for port in _RESERVED_PORTS:
+                try:
+                    sock.bind((host, port))
+                    break
+                except OSError as e:
+                    if e.errno in (errno.EACCES, errno.EPERM):
+                        raise PermissionError(e.errno, "binding a reserved port needs root") from e
+                    if e.errno != errno.EADDRINUSE:
+                        raise
+            else:
+                raise OSError(errno.EADDRINUSE, "no free reserved port in 600-1023")
+        elif source is not None or source_port:
+            sock.bind((host, source_port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Pending:
+    """One outstanding call: its future, its bytes (UDP resends them) and its timer."""
+
+    __slots__ = ("deadline", "fut", "msg", "rto", "sends", "timer")
+
+    def __init__(self, fut: asyncio.Future[bytes], msg: bytes, deadline: float, rto: float):
+        self.fut = fut
+        self.msg = msg
+        self.deadline = deadline
+        self.rto = rto
+        self.sends = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _ReplySink:
+    """Matches reply messages to pending calls; shared by the UDP and TCP protocols."""
+
+    __slots__ = ("dropped", "pending")
+
+    def __init__(self) -> None:
+        self.pending: dict[int, _Pending] = {}
+        self.dropped = 0
+
+    def reply(self, data: bytes, *, strict: bool) -> None:
+        """Complete the call ``data`` answers.  ``strict``: a malformed reply fails the call
+        (TCP, where it will not be followed by a good one) instead of being ignored (UDP)."""
+        xid = reply_xid(data)
+        p = self.pending.get(xid) if xid is not None else None
+        if p is None or p.fut.done():
+            self.dropped += 1
+            return
+        try:
+            body = parse_reply(data).body
+        except RpcError as e:
+            p.fut.set_exception(e)
+        except XdrError as e:
+            if strict:
+                p.fut.set_exception(RpcError(f"malformed reply: {e}"))
+            else:
+                self.dropped += 1
+        else:
+            p.fut.set_result(body)
+
+    def fail_all(self, exc: Exception) -> None:
+        for p in self.pending.values():
+            if not p.fut.done():
+                p.fut.set_exception(exc)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    __slots__ = ("sink",)
+
+    def __init__(self, sink: _ReplySink) -> None:
+        self.sink = sink
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.sink.reply(data, strict=False)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable while the server restarts): keep retransmitting,
+        # the overall timeout decides.
+        log.debug("UDP error: %s", exc)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    __slots__ = ("closed", "reader", "sink", "transport")
+
+    def __init__(self, sink: _ReplySink, max_record: int) -> None:
+        self.sink = sink
+        self.reader = RecordReader(max_record)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            records = self.reader.feed(data)
+        except RecordError as e:
+            log.warning("closing RPC connection: %s", e)
+            self.closed = True
+            self.sink.fail_all(RpcConnectionError(f"bad reply stream: {e}"))
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        for rec in records:
+            self.sink.reply(rec, strict=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        why = f": {exc}" if exc else ""
+        self.sink.fail_all(RpcConnectionError(f"connection closed{why}"))
+
+
+class RpcClient:
+    """Calls to one RPC server over one socket; create with :meth:`connect`."""
+
+    def __init__(
+        self,
+        addr: tuple[Any, ...],
+        family: socket.AddressFamily,
+        transport: Transport,
+        *,
+        source: str | None,
+        source_port: int,
+        privileged: bool,
+        timeout: float,
+        retries: int,
+        rto: float,
+        max_rto: float,
+        max_record: int,
+    ) -> None:
+        self.addr = addr
+        self.family = family
+        self.transport: Transport = transport
+        self.source = source
+        self.source_port = source_port
+        self.privileged = privileged
+        self.timeout = timeout
+        self.retries = retries
+        self.rto = rto
+        self.max_rto = max_rto
+        self.max_record = max_record
+        self._loop = asyncio.get_running_loop()
+        self._sink = _ReplySink()
+        self._xid = random.getrandbits(32)
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: _TcpProtocol | None = None
+        self._connect_lock = asyncio.Lock()
+        self._closed = False
+        self.retransmits = 0
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        transport: Transport = "udp",
+        *,
+        source: str | None = None,
+        source_port: int = 0,
+        privileged: bool = False,
+        timeout: float = 10.0,
+        retries: int = 8,
+        rto: float = 0.5,
+        max_rto: float = 4.0,
+        max_record: int = 2 << 20,
+    ) -> RpcClient:
+        """Open a client socket to ``host``:``port``.
+
+        Args:
+            transport: "udp" or "tcp".
+            source: local address to send from (a virtual server's address), None: any.
+            source_port: local port, 0: any (or a reserved one with ``privileged``).
+            privileged: bind a reserved port (600-1023); needs root.
+            timeout: default overall timeout of a call, seconds (also bounds connecting).
+            retries: UDP retransmissions at most; the timeout still ends the call.
+            rto: first UDP retransmission interval, doubled each time up to ``max_rto``.
+            max_record: largest TCP reply record accepted.
+        """
+        if transport not in ("udp", "tcp"):
+            raise ValueError(f"unknown transport {transport!r}")
+        loop = asyncio.get_running_loop()
+        family, addr = await _resolve(loop, host, port, transport, source)
+        client = cls(
+            addr,
+            family,
+            transport,
+            source=source,
+            source_port=source_port,
+            privileged=privileged,
+            timeout=timeout,
+            retries=retries,
+            rto=rto,
+            max_rto=max_rto,
+            max_record=max_record,
+        )
+        try:
+            if transport == "udp":
+                await client._open_udp()
+            else:
+                await client._open_tcp(timeout)
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    @property
+    def local_address(self) -> tuple[Any, ...] | None:
+        """The bound (address, port) of the current socket, None when not connected."""
+        tr: asyncio.BaseTransport | None = self._udp
+        if tr is None and self._tcp is not None:
+            tr = self._tcp.transport
+        if tr is None:
+            return None
+        name = tr.get_extra_info("sockname")
+        return tuple(name) if name is not None else None
+
+    @property
+    def dropped_replies(self) -> int:
+        """Replies ignored: unknown xid, late, not a reply, or malformed (UDP)."""
+        return self._sink.dropped
+
+    async def _open_udp(self) -> None:
+        sock = bind_source(
+            self.family, socket.SOCK_DGRAM, self.source, self.source_port, self.privileged
+        )
+        try:
+            sock.connect(self.addr)
+            tr, _ = await self._loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self._sink), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self._udp = tr
+
+    async def _open_tcp(self, timeout: float) -> None:
+        sock = bind_source(
+            self.family, socket.SOCK_STREAM, self.source, self.source_port, self.privileged
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                await self._loop.sock_connect(sock, self.addr)
+                _, proto = await self._loop.create_connection(
+                    lambda: _TcpProtocol(self._sink, self.max_record), sock=sock
+                )
+        except TimeoutError:
+            sock.close()
+            raise RpcTimeout(
+                f"connecting to {self.addr[0]} port {self.addr[1]} timed out"
+            ) from None
+        except OSError as e:
+            sock.close()
+            raise RpcConnectionError(
+                f"cannot connect to {self.addr[0]} port {self.addr[1]}: {e}"
+            ) from e
+        except BaseException:
+            sock.close()
+            raise
+        self._tcp = proto
+
+    def _next_xid(self) -> int:
+        xid = self._xid = (self._xid + 1) & 0xFFFFFFFF
+        # Never reuse the xid of a call still outstanding (after 2**32 calls, in theory).
+        while xid in self._sink.pending:
+            xid = self._xid = (xid + 1) & 0xFFFFFFFF
+        return xid
+
+    async def call(
+        self,
+        prog: int,
+        vers: int,
+        proc: int,
+        args: bytes = b"",
+        *,
+        cred: AuthSys | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Call ``prog``/``vers``/``proc`` with XDR-encoded ``args``; return the result bytes.
+
+        Raises :class:`RpcTimeout`, :class:`RpcConnectionError` (TCP) or
+        :class:`~floatlock.rpc.message.RpcError`.
+        """
+        if self._closed:
+            raise RpcConnectionError("client is closed")
+        if self.transport == "tcp" and (self._tcp is None or self._tcp.closed):
+            async with self._connect_lock:
+                if self._tcp is None or self._tcp.closed:
+                    await self._open_tcp(self.timeout if timeout is None else timeout)
+        loop = self._loop
+        limit = self.timeout if timeout is None else timeout
+        xid = self._next_xid()
+        msg = encode_call(xid, prog, vers, proc, args, cred)
+        fut: asyncio.Future[bytes] = loop.create_future()
+        p = _Pending(fut, msg, loop.time() + limit, self.rto)
+        pending = self._sink.pending
+        pending[xid] = p
+        try:
+            if self._udp is not None:
+                self._udp_send(p)
+            else:
+                tcp = self._tcp
+                assert tcp is not None and tcp.transport is not None
+                tcp.transport.write(frame(msg))
+                p.timer = loop.call_at(p.deadline, self._expire, p)
+            return await fut
+        finally:
+            del pending[xid]
+            if p.timer is not None:
+                p.timer.cancel()
+
+    def _udp_send(self, p: _Pending) -> None:
+        """Send (or resend) a UDP call and arm the next retransmission or the deadline."""
+        p.timer = None
+        if p.fut.done():
+            return
+        now = self._loop.time()
+        if now >= p.deadline:
+            self._expire(p)
+            return
+        assert self._udp is not None
+        if p.sends:
+            self.retransmits += 1
+        self._udp.sendto(p.msg)
+        p.sends += 1
+        if p.sends > self.retries:
+            p.timer = self._loop.call_at(p.deadline, self._expire, p)
+        else:
+            p.timer = self._loop.call_at(min(now + p.rto, p.deadline), self._udp_send, p)
+            p.rto = min(p.rto * 2, self.max_rto)
+
+    def _expire(self, p: _Pending) -> None:
+        p.timer = None
+        if not p.fut.done():
+            p.fut.set_exception(RpcTimeout(f"no reply from {self.addr[0]} port {self.addr[1]}"))
+
+    async def close(self) -> None:
+        """Close the socket; calls still pending fail with :class:`RpcConnectionError`."""
+        self._closed = True
+        self._sink.fail_all(RpcConnectionError("client closed"))
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None and self._tcp.transport is not None:
+            self._tcp.transport.close()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def _resolve(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, transport: Transport, source: str | None
+) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The server's socket address, in the family of ``source`` when one is given."""
+    want = socket.AF_UNSPEC
+    if source is not None:
+        want = socket.AF_INET6 if ipaddress.ip_address(source).version == 6 else socket.AF_INET
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+        infos = await loop.getaddrinfo(host, port, family=want, type=kind)
+        if not infos:
+            raise OSError(f"cannot resolve {host!r}") from None
+        family, _, _, _, addr = infos[0]
+        return family, tuple(addr)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    if want != socket.AF_UNSPEC and want != family:
+        raise ValueError(f"source {source} and server {host} are of different address families")
+    return family, (host, port)
+
+
+async def rpc_call(
+    host: str,
+    port: int,
+    transport: Transport,
+    prog: int,
+    vers: int,
+    proc: int,
+    args: bytes = b"",
+    *,
+    source: str | None = None,
+    cred: AuthSys | None = None,
+    timeout: float = 10.0,
+    privileged: bool = False,
+) -> bytes:
+    """One call on a fresh client that is closed afterwards (SM_NOTIFY, rpcbind queries)."""
+    client = await RpcClient.connect(
+        host, port, transport, source=source, timeout=timeout, privileged=privileged
+    )
+    try:
+        return await client.call(prog, vers, proc, args, cred=cred)
+    finally:
+        await client.close()

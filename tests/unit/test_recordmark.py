@@ -1,0 +1,161 @@
+"""Record marking (RFC 5531 section 11): reassembly, limits and abuse."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from floatlock.net.recordmark import (
+    LAST_FRAGMENT,
+    RecordError,
+    RecordReader,
+    RecordTooLarge,
+    TooManyFragments,
+    frame,
+)
+
+
+def hdr(length: int, last: bool) -> bytes:
+    return struct.pack(">I", (LAST_FRAGMENT if last else 0) | length)
+
+
+def test_frame_single_fragment() -> None:
+    assert frame(b"abcd") == b"\x80\x00\x00\x04abcd"
+    assert frame(b"") == b"\x80\x00\x00\x00"
+
+
+def test_frame_splits_into_fragments() -> None:
+    assert frame(b"abcdefg", fragment_size=3) == (
+        hdr(3, False) + b"abc" + hdr(3, False) + b"def" + hdr(1, True) + b"g"
+    )
+    with pytest.raises(ValueError):
+        frame(b"abc", fragment_size=0)
+
+
+def test_single_record_in_one_chunk() -> None:
+    r = RecordReader()
+    assert r.feed(frame(b"hello world!")) == [b"hello world!"]
+    assert r.pending == 0
+
+
+def test_several_records_in_one_chunk_and_a_partial_tail() -> None:
+    r = RecordReader()
+    data = frame(b"one") + frame(b"two", fragment_size=1) + frame(b"three")
+    assert r.feed(data + frame(b"four")[:6]) == [b"one", b"two", b"three"]
+    assert r.pending == 2  # the header is consumed, two bytes of data are held
+    assert r.feed(frame(b"four")[6:]) == [b"four"]
+    assert r.pending == 0
+
+
+def test_multi_fragment_record_is_joined() -> None:
+    r = RecordReader()
+    assert r.feed(hdr(2, False) + b"ab") == []
+    assert r.feed(hdr(0, False)) == []  # an empty non-final fragment is legal
+    assert r.feed(hdr(3, True) + b"cde") == [b"abcde"]
+
+
+def test_one_byte_at_a_time() -> None:
+    r = RecordReader()
+    data = frame(b"x" * 37, fragment_size=10) + frame(b"") + frame(b"yz")
+    out: list[bytes] = []
+    for i in range(len(data)):
+        out += r.feed(data[i : i + 1])
+    assert out == [b"x" * 37, b"", b"yz"]
+
+
+def test_accepts_memoryview_and_bytearray() -> None:
+    r = RecordReader()
+    data = frame(b"abcdef")
+    assert r.feed(memoryview(data)[:5]) == []
+    assert r.feed(bytearray(data[5:])) == [b"abcdef"]
+
+
+def test_record_exactly_at_the_limit_is_accepted() -> None:
+    r = RecordReader(max_record=8)
+    assert r.feed(frame(b"12345678", fragment_size=3)) == [b"12345678"]
+
+
+def test_oversize_refused_on_the_header_before_any_data() -> None:
+    r = RecordReader(max_record=1000)
+    with pytest.raises(RecordTooLarge):
+        r.feed(hdr(0x7FFFFFFF, True))
+    assert r.pending == 0
+    # The stream cannot be resynchronised: further input is refused.
+    with pytest.raises(RecordError):
+        r.feed(frame(b"ok"))
+
+
+def test_oversize_across_fragments() -> None:
+    r = RecordReader(max_record=10)
+    assert r.feed(hdr(6, False) + b"123456") == []
+    with pytest.raises(RecordTooLarge):
+        r.feed(hdr(5, True))
+
+
+def test_flood_of_empty_fragments_is_refused_without_growing() -> None:
+    r = RecordReader(max_fragments=1000)
+    empty = hdr(0, False)
+    for _ in range(999):
+        assert r.feed(empty) == []
+    assert r.pending == 0
+    with pytest.raises(TooManyFragments):
+        r.feed(empty * 10)
+    # One big chunk of empty fragments is refused too, in a single call.
+    with pytest.raises(TooManyFragments):
+        RecordReader(max_fragments=1000).feed(empty * 100_000)
+
+
+def test_fragment_count_resets_per_record() -> None:
+    r = RecordReader(max_fragments=3)
+    for _ in range(10):
+        assert r.feed(frame(b"abc", fragment_size=1)) == [b"abc"]
+
+
+def test_bad_limits() -> None:
+    with pytest.raises(ValueError):
+        RecordReader(max_record=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(st.binary(max_size=64), max_size=8),
+    fragment_size=st.integers(min_value=1, max_value=20),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=10),
+)
+def test_any_split_of_the_stream_gives_the_same_records(
+    records: list[bytes], fragment_size: int, cuts: list[int]
+) -> None:
+    data = b"".join(frame(rec, fragment_size) for rec in records)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    r = RecordReader(max_record=64, max_fragments=100)
+    out: list[bytes] = []
+    for a, b in itertools.pairwise(points):
+        out += r.feed(data[a:b])
+    assert out == records
+    assert r.pending == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_garbage_only_raises_record_error(data: bytes) -> None:
+    r = RecordReader(max_record=256, max_fragments=16)
+    try:
+        for rec in r.feed(data):
+            assert len(rec) <= 256
+    except RecordError:
+        pass
+    assert r.pending <= 256 + 4
+
+
+def test_default_fragment_limit_follows_the_record_limit() -> None:
+    r = RecordReader(max_record=4096)
+    assert r.max_fragments == 1024
+    # Honest fragmentation of a maximal record passes...
+    assert r.feed(frame(b"z" * 4096, fragment_size=4)) == [b"z" * 4096]
+    # ...but headers alone may not outweigh the largest record.
+    with pytest.raises(TooManyFragments):
+        r.feed(hdr(0, False) * 1025)
