@@ -1,0 +1,5 @@
+import sys
+
+from floatlock.cli import main
+
+sys.exit(main())
