@@ -1,0 +1,250 @@
+"""NLM program 100021, versions 1, 3 and 4, on the RPC dispatcher (asyncio adapter).
+
+Theory of operation
+-------------------
+This module binds :class:`~floatlock.nlm.service.NlmService` to
+:class:`~floatlock.rpc.dispatch.Dispatcher`: one procedure table per version (v1: procedures
+0-16; v3 and v4 add SHARE, UNSHARE, NM_LOCK and FREE_ALL, XNFS NLM "NLM_VERSX" and "NLM
+Version 4"), with the version's codecs from :mod:`floatlock.nlm.proto`.  It carries out the
+service's effects:
+
+* before a LOCK or SHARE of a host that statd does not watch yet, it awaits ``monitor`` (the
+  daemon's SM_MON, through statd's SM_MON2 where available) -- once per host, concurrent
+  requests of the same host wait for the same answer;
+* :class:`~floatlock.nlm.service.SendGranted` becomes an NLM_GRANTED call in a task
+  (:mod:`floatlock.nlm.callbacks`), whose answer goes back to the service;
+* ``*_MSG`` procedures are answered with no reply and a ``*_RES`` call in a task.
+
+LOCK, CANCEL, UNLOCK, SHARE, UNSHARE, NM_LOCK and their ``_MSG`` forms change state and go
+through the duplicate request cache (``idempotent=False``).  ``housekeeping(now)`` is for the
+daemon's timer: host collection (SM_UNMON), queued requests not re-sent, grace clocks run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from floatlock.nlm.callbacks import NlmCallbacks
+from floatlock.nlm.hosts import Host, HostKey, HostLimitError, MonitorHost, UnmonitorHost
+from floatlock.nlm.proto import (
+    NLM_PROG,
+    CancArgs,
+    LockArgs,
+    Nlm4Stat,
+    NlmCodec,
+    NlmProc,
+    Notify,
+    Res,
+    ShareArgs,
+    ShareRes,
+    SmStatus,
+    TestArgs,
+    TestRes,
+    UnlockArgs,
+    codec_for,
+)
+from floatlock.nlm.service import Effect, NlmService, Outcome, SendGranted, SendResult
+from floatlock.rpc.dispatch import NO_REPLY, Call, Dispatcher, Procedure
+
+__all__ = ["Monitor", "NlmProgram", "Unmonitor"]
+
+log = logging.getLogger("floatlock.nlm")
+
+#: Carry out SM_MON; True when statd now watches the host.
+Monitor = Callable[[MonitorHost], Awaitable[bool]]
+#: Carry out SM_UNMON.
+Unmonitor = Callable[[UnmonitorHost], Awaitable[None]]
+
+
+class NlmProgram:
+    """The NLM procedures of every version, with their effects carried out."""
+
+    def __init__(
+        self,
+        service: NlmService,
+        callbacks: NlmCallbacks,
+        monitor: Monitor,
+        unmonitor: Unmonitor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        blocked_max_age: float = 120.0,
+    ) -> None:
+        self.service = service
+        self.callbacks = callbacks
+        self._monitor = monitor
+        self._unmonitor = unmonitor
+        self._clock = clock
+        self.blocked_max_age = blocked_max_age
+        self._monitoring: dict[HostKey, asyncio.Future[bool]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        for vers in (1, 3, 4):
+            dispatcher.register(NLM_PROG, vers, self.procedures(vers), "nlockmgr")
+
+    def procedures(self, vers: int) -> dict[int, Procedure[Any, Any]]:
+        c = codec_for(vers)
+        P = NlmProc
+        procs: dict[int, Procedure[Any, Any]] = {
+            P.TEST: Procedure("TEST", self._test, c.testargs, c.encode_testres),
+            P.LOCK: Procedure("LOCK", self._lock, c.lockargs, c.encode_res, idempotent=False),
+            P.CANCEL: Procedure("CANCEL", self._cancel, c.cancargs, c.encode_res, idempotent=False),
+            P.UNLOCK: Procedure(
+                "UNLOCK", self._unlock, c.unlockargs, c.encode_res, idempotent=False
+            ),
+            P.TEST_MSG: Procedure("TEST_MSG", self._test_msg, c.testargs),
+            P.LOCK_MSG: Procedure("LOCK_MSG", self._lock_msg, c.lockargs, idempotent=False),
+            P.CANCEL_MSG: Procedure("CANCEL_MSG", self._cancel_msg, c.cancargs, idempotent=False),
+            P.UNLOCK_MSG: Procedure("UNLOCK_MSG", self._unlock_msg, c.unlockargs, idempotent=False),
+            P.SM_NOTIFY: Procedure("SM_NOTIFY", self._sm_notify, NlmCodec.sm_status),
+        }
+        if vers >= 3:
+            procs[P.SHARE] = Procedure(
+                "SHARE", self._share, c.shareargs, c.encode_shareres, idempotent=False
+            )
+            procs[P.UNSHARE] = Procedure(
+                "UNSHARE", self._unshare, c.shareargs, c.encode_shareres, idempotent=False
+            )
+            procs[P.NM_LOCK] = Procedure(
+                "NM_LOCK", self._nm_lock, c.lockargs, c.encode_res, idempotent=False
+            )
+            procs[P.FREE_ALL] = Procedure("FREE_ALL", self._free_all, NlmCodec.notify)
+        return procs
+
+    # -- effects --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, SendGranted):
+                self._spawn(self._granted(e))
+            elif isinstance(e, SendResult):
+                self._spawn(self.callbacks.result(e))
+
+    async def _granted(self, e: SendGranted) -> None:
+        stat = await self.callbacks.granted(e)
+        self._carry_out(self.service.granted_answered(e.blocked, stat, self._clock()).effects)
+
+    def _done(self, outcome: Outcome) -> Any:
+        self._carry_out(outcome.effects)
+        return outcome.reply
+
+    async def _ensure_monitored(self, host: Host) -> bool:
+        if host.monitored:
+            return True
+        fut = self._monitoring.get(host.key)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        mon = self.service.hosts.start_monitor(host)
+        if mon is None:
+            return host.monitored
+        fut = asyncio.get_running_loop().create_future()
+        self._monitoring[host.key] = fut
+        ok = False
+        try:
+            ok = await self._monitor(mon)
+        except Exception:
+            log.exception("SM_MON of %s for %s failed", mon.mon_name, mon.my_name)
+        finally:
+            self.service.hosts.monitor_done(host, ok)
+            del self._monitoring[host.key]
+            fut.set_result(ok)
+        return ok
+
+    async def _host_ready(self, caller_name: str, call: Call) -> bool:
+        try:
+            host = self.service.host_for(caller_name, call, self._clock())
+        except HostLimitError:
+            return False
+        return await self._ensure_monitored(host)
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def _test(self, a: TestArgs, call: Call) -> TestRes:
+        return self.service.test(a, call, self._clock())
+
+    async def _lock(self, a: LockArgs, call: Call) -> Res:
+        if not await self._host_ready(a.lock.caller_name, call):
+            return Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS)
+        reply: Res = self._done(self.service.lock(a, call, self._clock()))
+        return reply
+
+    def _nm_lock(self, a: LockArgs, call: Call) -> Res:
+        reply: Res = self._done(self.service.lock(a, call, self._clock(), monitored=False))
+        return reply
+
+    def _cancel(self, a: CancArgs, call: Call) -> Res:
+        reply: Res = self._done(self.service.cancel(a, call, self._clock()))
+        return reply
+
+    def _unlock(self, a: UnlockArgs, call: Call) -> Res:
+        reply: Res = self._done(self.service.unlock(a, call, self._clock()))
+        return reply
+
+    async def _share(self, a: ShareArgs, call: Call) -> ShareRes:
+        if not await self._host_ready(a.share.caller_name, call):
+            return ShareRes(a.cookie, Nlm4Stat.DENIED_NOLOCKS)
+        reply: ShareRes = self._done(self.service.share(a, call, self._clock()))
+        return reply
+
+    def _unshare(self, a: ShareArgs, call: Call) -> ShareRes:
+        reply: ShareRes = self._done(self.service.unshare(a, call, self._clock()))
+        return reply
+
+    def _free_all(self, a: Notify, call: Call) -> None:
+        self._done(self.service.free_all(a, call, self._clock()))
+
+    def _sm_notify(self, a: SmStatus, call: Call) -> None:
+        self._done(self.service.sm_notify(a, call, self._clock()))
+
+    # -- message-passing forms: reply nothing, send *_RES ---------------------------------
+
+    def _send_res(self, call: Call, caller_name: str, proc: NlmProc, r: Any) -> object:
+        try:
+            host = self.service.host_for(caller_name, call, self._clock())
+        except HostLimitError:
+            return NO_REPLY
+        self._spawn(self.callbacks.result(SendResult(host, call.vers, proc, r)))
+        return NO_REPLY
+
+    def _test_msg(self, a: TestArgs, call: Call) -> object:
+        r = self._test(a, call)
+        return self._send_res(call, a.lock.caller_name, NlmProc.TEST_RES, r)
+
+    async def _lock_msg(self, a: LockArgs, call: Call) -> object:
+        r = await self._lock(a, call)
+        return self._send_res(call, a.lock.caller_name, NlmProc.LOCK_RES, r)
+
+    def _cancel_msg(self, a: CancArgs, call: Call) -> object:
+        r = self._cancel(a, call)
+        return self._send_res(call, a.lock.caller_name, NlmProc.CANCEL_RES, r)
+
+    def _unlock_msg(self, a: UnlockArgs, call: Call) -> object:
+        r = self._unlock(a, call)
+        return self._send_res(call, a.lock.caller_name, NlmProc.UNLOCK_RES, r)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def housekeeping(self, now: float) -> None:
+        """Collect idle hosts (SM_UNMON), expire queued requests and ended grace clocks."""
+        svc = self.service
+        self._carry_out(svc.expire(now, self.blocked_max_age))
+        for ended in svc.grace.expire(now):
+            log.info("grace period over for %s", ended)
+        for unmon in svc.hosts.collect(now):
+            if self._unmonitor is not None:
+                self._spawn(self._unmonitor(unmon))
+
+    async def drain(self) -> None:
+        """Wait for the callbacks in flight (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -1,0 +1,549 @@
+"""NLM wire types, versions 1, 3 and 4 (program 100021), and their XDR codecs.
+
+Theory of operation
+-------------------
+NLM v1 and v3 are defined by the classic ``nlm_prot.x`` (XNFS, chapter "Network Lock Manager
+Protocol"); v4 by XNFS chapter "NLM Version 4", which widens ``l_offset``/``l_len`` to
+``uint64``, the holder's ``svid`` to ``int32`` and adds statuses (``NLM4_DEADLCK`` ...
+``NLM4_FAILED``).  The argument and result *shapes* are otherwise identical, so this module
+decodes every version into one set of internal classes:
+
+* an extent is two Python ints, ``offset`` and ``length`` (0 = "to the end of the file"), as the
+  client sent them.  A v1/v3 lock ``(offset, length)`` and a v4 lock with the same numbers are
+  the same lock;  the lock core turns them into ``[start, end)`` (:mod:`floatlock.nlm.ranges`).
+* a status is always an :class:`Nlm4Stat` value.  Encoding for v1/v3 maps the v4-only values
+  onto the v1 set (:func:`v1_status`).
+
+When an extent wider than 32 bits must go back to a v1/v3 client (a TEST holder that a v4
+client took), :func:`narrow_extent` clamps it: an offset past 2**32-1 becomes 2**32-1 and a
+length past 2**32-1 becomes 0 ("to the end").  Every byte the holder covers that a 32-bit
+client can name stays covered.
+
+The codecs come in two instances, :data:`V1` (also used for v3) and :data:`V4`, with the same
+methods; ``codec_for(vers)`` picks one.  Decoders take a :class:`floatlock.xdr.Decoder` and
+raise :class:`floatlock.xdr.XdrError` (GARBAGE_ARGS) on anything malformed; encoders return
+``bytes``.  The hot path, ``lockargs``, decodes the fixed tail (svid, offset, length, reclaim,
+state) with one precompiled struct.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from floatlock.xdr import Decoder, Encoder, XdrError
+
+__all__ = [
+    "LM_MAXNAMELEN",
+    "LM_MAXSTRLEN",
+    "MAXNETOBJ_SZ",
+    "NLM_PROG",
+    "NLM_VERSIONS",
+    "SM_PRIV_SIZE",
+    "V1",
+    "V4",
+    "CancArgs",
+    "FshAccess",
+    "FshMode",
+    "Holder",
+    "LockArgs",
+    "Nlm4Stat",
+    "NlmCodec",
+    "NlmLock",
+    "NlmProc",
+    "Notify",
+    "Res",
+    "Share",
+    "ShareArgs",
+    "ShareRes",
+    "SmStatus",
+    "TestArgs",
+    "TestRes",
+    "UnlockArgs",
+    "codec_for",
+    "narrow_extent",
+    "v1_status",
+]
+
+NLM_PROG: Final = 100021
+NLM_VERSIONS: Final = (1, 3, 4)
+
+# nlm_prot.x / XNFS: "const LM_MAXSTRLEN = 1024; const LM_MAXNAMELEN = LM_MAXSTRLEN + 1;"
+# and netobj is "opaque n_bytes<MAXNETOBJ_SZ>" with MAXNETOBJ_SZ = 1024.
+LM_MAXSTRLEN: Final = 1024
+LM_MAXNAMELEN: Final = LM_MAXSTRLEN + 1
+MAXNETOBJ_SZ: Final = 1024
+# XNFS NLM, "nlm_sm_status" (the private statd callback): opaque priv[16] (SM_PRIV_SIZE in
+# sm_inter.x).
+SM_PRIV_SIZE: Final = 16
+
+
+class NlmProc(IntEnum):
+    """Procedure numbers (XNFS NLM v1/v3 "program NLM_PROG", NLM v4 uses the same numbers)."""
+
+    NULL = 0
+    TEST = 1
+    LOCK = 2
+    CANCEL = 3
+    UNLOCK = 4
+    GRANTED = 5
+    TEST_MSG = 6
+    LOCK_MSG = 7
+    CANCEL_MSG = 8
+    UNLOCK_MSG = 9
+    GRANTED_MSG = 10
+    TEST_RES = 11
+    LOCK_RES = 12
+    CANCEL_RES = 13
+    UNLOCK_RES = 14
+    GRANTED_RES = 15
+    SM_NOTIFY = 16  # private: statd's callback to lockd (nlm_sm_status), not in XNFS
+    SHARE = 20  # v3 and v4 only (XNFS "NLM_VERSX")
+    UNSHARE = 21
+    NM_LOCK = 22
+    FREE_ALL = 23
+
+
+class Nlm4Stat(IntEnum):
+    """XNFS NLM v4 ``nlm4_stats``; values 0-4 are also v1/v3 ``nlm_stats``."""
+
+    GRANTED = 0
+    DENIED = 1
+    DENIED_NOLOCKS = 2
+    BLOCKED = 3
+    DENIED_GRACE_PERIOD = 4
+    DEADLCK = 5
+    ROFS = 6
+    STALE_FH = 7
+    FBIG = 8
+    FAILED = 9
+
+
+class FshMode(IntEnum):
+    """XNFS ``fsh_mode`` (the deny part of a share reservation)."""
+
+    DN = 0
+    DR = 1
+    DW = 2
+    DRW = 3
+
+
+class FshAccess(IntEnum):
+    """XNFS ``fsh_access``."""
+
+    NONE = 0
+    R = 1
+    W = 2
+    RW = 3
+
+
+_V1_STATS: Final = frozenset(range(0, 5))
+_V4_STATS: Final = frozenset(range(0, 10))
+_FSH: Final = frozenset(range(0, 4))
+_STAT_CACHE: Final = tuple(Nlm4Stat)
+
+
+def v1_status(stat: int) -> int:
+    """An ``nlm4_stats`` value as an ``nlm_stats`` value for a v1/v3 reply.
+
+    v1/v3 know only GRANTED..DENIED_GRACE_PERIOD.  A deadlock is a denial; every other v4-only
+    failure (ROFS, STALE_FH, FBIG, FAILED) becomes DENIED_NOLOCKS, the v1 "cannot do it now".
+    """
+    if stat <= Nlm4Stat.DENIED_GRACE_PERIOD:
+        return stat
+    if stat == Nlm4Stat.DEADLCK:
+        return Nlm4Stat.DENIED
+    return Nlm4Stat.DENIED_NOLOCKS
+
+
+_U32_MAX: Final = 0xFFFFFFFF
+
+
+def narrow_extent(offset: int, length: int) -> tuple[int, int]:
+    """Clamp a 64-bit extent to what a v1/v3 (32-bit) client can express.
+
+    Values that fit in 32 bits pass unchanged (a v1/v3 extent always round-trips).  An offset
+    past 2**32-1 is clamped to 2**32-1 with length 0; a length past 2**32-1 becomes 0, "to the
+    end of the file", which covers every byte the holder covers.
+    """
+    if offset > _U32_MAX:
+        return _U32_MAX, 0
+    if length > _U32_MAX:
+        return offset, 0
+    return offset, length
+
+
+# -- internal representation ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NlmLock:
+    """``nlm_lock`` / ``nlm4_lock``: who (caller_name, oh, svid) locks what (fh, extent)."""
+
+    caller_name: str
+    fh: bytes
+    oh: bytes
+    svid: int
+    offset: int
+    length: int  # 0 means "to the end of the file"
+
+
+@dataclass(slots=True)
+class Holder:
+    """``nlm_holder`` / ``nlm4_holder``: the conflicting lock a TEST reports."""
+
+    exclusive: bool
+    svid: int
+    oh: bytes
+    offset: int
+    length: int
+
+
+@dataclass(slots=True)
+class TestArgs:
+    """``nlm_testargs`` (TEST, TEST_MSG, and GRANTED / GRANTED_MSG sent to a client)."""
+
+    cookie: bytes
+    exclusive: bool
+    lock: NlmLock
+
+
+@dataclass(slots=True)
+class LockArgs:
+    """``nlm_lockargs`` (LOCK, LOCK_MSG, NM_LOCK)."""
+
+    cookie: bytes
+    block: bool
+    exclusive: bool
+    lock: NlmLock
+    reclaim: bool
+    state: int  # the client's NSM state number
+
+
+@dataclass(slots=True)
+class CancArgs:
+    """``nlm_cancargs`` (CANCEL, CANCEL_MSG)."""
+
+    cookie: bytes
+    block: bool
+    exclusive: bool
+    lock: NlmLock
+
+
+@dataclass(slots=True)
+class UnlockArgs:
+    """``nlm_unlockargs`` (UNLOCK, UNLOCK_MSG)."""
+
+    cookie: bytes
+    lock: NlmLock
+
+
+@dataclass(slots=True)
+class Res:
+    """``nlm_res``: a cookie and a status (LOCK, CANCEL, UNLOCK, GRANTED and their _RES)."""
+
+    cookie: bytes
+    stat: int  # an Nlm4Stat value
+
+
+@dataclass(slots=True)
+class TestRes:
+    """``nlm_testres``: ``holder`` is set exactly when ``stat`` is DENIED."""
+
+    cookie: bytes
+    stat: int
+    holder: Holder | None = None
+
+
+@dataclass(slots=True)
+class Share:
+    """``nlm_share`` / ``nlm4_share``: a DOS share reservation."""
+
+    caller_name: str
+    fh: bytes
+    oh: bytes
+    mode: int  # FshMode
+    access: int  # FshAccess
+
+
+@dataclass(slots=True)
+class ShareArgs:
+    """``nlm_shareargs`` (SHARE, UNSHARE)."""
+
+    cookie: bytes
+    share: Share
+    reclaim: bool
+
+
+@dataclass(slots=True)
+class ShareRes:
+    """``nlm_shareres``: ``sequence`` is unused by every known implementation (sent as 0)."""
+
+    cookie: bytes
+    stat: int
+    sequence: int = 0
+
+
+@dataclass(slots=True)
+class Notify:
+    """``nlm_notify`` (FREE_ALL): the client ``name`` restarted with NSM ``state``."""
+
+    name: str
+    state: int
+
+
+@dataclass(slots=True)
+class SmStatus:
+    """``nlm_sm_status``: statd's callback after an SM_NOTIFY for ``mon_name``."""
+
+    mon_name: str
+    state: int
+    priv: bytes  # the 16 bytes lockd gave statd in SM_MON, returned verbatim
+
+
+# -- codecs -----------------------------------------------------------------------------------
+
+_BOOL2: Final = struct.Struct(">II")
+_SHARE_TAIL: Final = struct.Struct(">iiI")  # mode, access, reclaim
+_NOTIFY_STATE: Final = struct.Struct(">i")
+
+
+def _bool(v: int) -> bool:
+    if v > 1:
+        raise XdrError(f"bad boolean value {v}")
+    return v == 1
+
+
+class NlmCodec:
+    """Codecs for one wire generation: 32-bit extents (v1, v3) or 64-bit extents (v4)."""
+
+    __slots__ = (
+        "_holder",
+        "_lock_tail",
+        "_lockargs_tail",
+        "_stats",
+        "wide",
+    )
+
+    def __init__(self, wide: bool) -> None:
+        self.wide = wide
+        ext = "Q" if wide else "I"
+        # nlm_lock tail: int svid; unsigned l_offset; unsigned l_len  (v4: int32, uint64 x2).
+        self._lock_tail = struct.Struct(f">i{ext}{ext}")
+        # nlm_lockargs after the caller_name/fh/oh opaques: svid, offset, len, reclaim, state.
+        self._lockargs_tail = struct.Struct(f">i{ext}{ext}Ii")
+        # nlm_holder: bool exclusive; int svid; netobj oh; offset; len -> two fixed parts.
+        self._holder = struct.Struct(f">{ext}{ext}")
+        self._stats = _V4_STATS if wide else _V1_STATS
+
+    # -- pieces -------------------------------------------------------------------------
+
+    def _lock_head(self, dec: Decoder) -> tuple[str, bytes, bytes]:
+        caller = dec.string(LM_MAXSTRLEN)
+        fh = dec.opaque(MAXNETOBJ_SZ)
+        oh = dec.opaque(MAXNETOBJ_SZ)
+        return caller, fh, oh
+
+    def lock(self, dec: Decoder) -> NlmLock:
+        caller, fh, oh = self._lock_head(dec)
+        svid, offset, length = dec.unpack(self._lock_tail)
+        return NlmLock(caller, fh, oh, svid, offset, length)
+
+    def _ext(self, offset: int, length: int) -> tuple[int, int]:
+        if not self.wide:
+            return narrow_extent(offset, length)
+        return offset, length
+
+    def encode_lock(self, enc: Encoder, lk: NlmLock) -> None:
+        enc.string(lk.caller_name, LM_MAXSTRLEN)
+        enc.opaque(lk.fh, MAXNETOBJ_SZ)
+        enc.opaque(lk.oh, MAXNETOBJ_SZ)
+        enc.pack(self._lock_tail, lk.svid, *self._ext(lk.offset, lk.length))
+
+    def _stat(self, dec: Decoder) -> int:
+        v = dec.i32()
+        if v not in self._stats:
+            raise XdrError(f"nlm_stats value {v} not allowed")
+        return _STAT_CACHE[v]
+
+    def _enc_stat(self, stat: int) -> int:
+        return stat if self.wide else v1_status(stat)
+
+    # -- arguments ----------------------------------------------------------------------
+
+    def lockargs(self, dec: Decoder) -> LockArgs:
+        """Decode ``nlm_lockargs`` / ``nlm4_lockargs`` (the hot path)."""
+        cookie = dec.opaque(MAXNETOBJ_SZ)
+        block, excl = dec.unpack(_BOOL2)
+        caller = dec.string(LM_MAXSTRLEN)
+        fh = dec.opaque(MAXNETOBJ_SZ)
+        oh = dec.opaque(MAXNETOBJ_SZ)
+        svid, offset, length, reclaim, state = dec.unpack(self._lockargs_tail)
+        if block > 1 or excl > 1 or reclaim > 1:
+            raise XdrError("bad boolean value in nlm_lockargs")
+        return LockArgs(
+            cookie,
+            block == 1,
+            excl == 1,
+            NlmLock(caller, fh, oh, svid, offset, length),
+            reclaim == 1,
+            state,
+        )
+
+    def encode_lockargs(self, a: LockArgs) -> bytes:
+        enc = Encoder()
+        enc.opaque(a.cookie, MAXNETOBJ_SZ)
+        enc.pack(_BOOL2, a.block, a.exclusive)
+        self.encode_lock(enc, a.lock)
+        enc.boolean(a.reclaim)
+        enc.i32(a.state)
+        return enc.getvalue()
+
+    def testargs(self, dec: Decoder) -> TestArgs:
+        cookie = dec.opaque(MAXNETOBJ_SZ)
+        excl = dec.boolean()
+        return TestArgs(cookie, excl, self.lock(dec))
+
+    def encode_testargs(self, a: TestArgs) -> bytes:
+        enc = Encoder()
+        enc.opaque(a.cookie, MAXNETOBJ_SZ)
+        enc.boolean(a.exclusive)
+        self.encode_lock(enc, a.lock)
+        return enc.getvalue()
+
+    def cancargs(self, dec: Decoder) -> CancArgs:
+        cookie = dec.opaque(MAXNETOBJ_SZ)
+        block, excl = dec.unpack(_BOOL2)
+        return CancArgs(cookie, _bool(block), _bool(excl), self.lock(dec))
+
+    def encode_cancargs(self, a: CancArgs) -> bytes:
+        enc = Encoder()
+        enc.opaque(a.cookie, MAXNETOBJ_SZ)
+        enc.pack(_BOOL2, a.block, a.exclusive)
+        self.encode_lock(enc, a.lock)
+        return enc.getvalue()
+
+    def unlockargs(self, dec: Decoder) -> UnlockArgs:
+        cookie = dec.opaque(MAXNETOBJ_SZ)
+        return UnlockArgs(cookie, self.lock(dec))
+
+    def encode_unlockargs(self, a: UnlockArgs) -> bytes:
+        enc = Encoder()
+        enc.opaque(a.cookie, MAXNETOBJ_SZ)
+        self.encode_lock(enc, a.lock)
+        return enc.getvalue()
+
+    def shareargs(self, dec: Decoder) -> ShareArgs:
+        cookie = dec.opaque(MAXNETOBJ_SZ)
+        caller, fh, oh = self._lock_head(dec)
+        mode, access, reclaim = dec.unpack(_SHARE_TAIL)
+        if mode not in _FSH or access not in _FSH:
+            raise XdrError(f"bad fsh_mode/fsh_access {mode}/{access}")
+        return ShareArgs(cookie, Share(caller, fh, oh, mode, access), _bool(reclaim))
+
+    def encode_shareargs(self, a: ShareArgs) -> bytes:
+        enc = Encoder()
+        enc.opaque(a.cookie, MAXNETOBJ_SZ)
+        s = a.share
+        enc.string(s.caller_name, LM_MAXSTRLEN)
+        enc.opaque(s.fh, MAXNETOBJ_SZ)
+        enc.opaque(s.oh, MAXNETOBJ_SZ)
+        enc.pack(_SHARE_TAIL, s.mode, s.access, a.reclaim)
+        return enc.getvalue()
+
+    @staticmethod
+    def notify(dec: Decoder) -> Notify:
+        # nlm_notify: string name<MAXNAMELEN>; long state (32 bits on the wire).
+        name = dec.string(LM_MAXNAMELEN)
+        return Notify(name, dec.i32())
+
+    @staticmethod
+    def encode_notify(a: Notify) -> bytes:
+        enc = Encoder()
+        enc.string(a.name, LM_MAXNAMELEN)
+        enc.i32(a.state)
+        return enc.getvalue()
+
+    @staticmethod
+    def sm_status(dec: Decoder) -> SmStatus:
+        # nlm_sm_status: string mon_name<LM_MAXSTRLEN>; int state; opaque priv[16].
+        name = dec.string(LM_MAXSTRLEN)
+        state = dec.i32()
+        return SmStatus(name, state, dec.opaque_fixed(SM_PRIV_SIZE))
+
+    @staticmethod
+    def encode_sm_status(a: SmStatus) -> bytes:
+        enc = Encoder()
+        enc.string(a.mon_name, LM_MAXSTRLEN)
+        enc.i32(a.state)
+        enc.opaque_fixed(a.priv, SM_PRIV_SIZE)
+        return enc.getvalue()
+
+    # -- results ------------------------------------------------------------------------
+
+    def res(self, dec: Decoder) -> Res:
+        cookie = dec.opaque(MAXNETOBJ_SZ)
+        return Res(cookie, self._stat(dec))
+
+    def encode_res(self, r: Res) -> bytes:
+        enc = Encoder()
+        enc.opaque(r.cookie, MAXNETOBJ_SZ)
+        enc.i32(self._enc_stat(r.stat))
+        return enc.getvalue()
+
+    def testres(self, dec: Decoder) -> TestRes:
+        cookie = dec.opaque(MAXNETOBJ_SZ)
+        stat = self._stat(dec)
+        holder = None
+        if stat == Nlm4Stat.DENIED:
+            # nlm_testrply: "case nlm_denied: struct nlm_holder holder;"
+            excl = dec.boolean()
+            svid = dec.i32()
+            oh = dec.opaque(MAXNETOBJ_SZ)
+            offset, length = dec.unpack(self._holder)
+            holder = Holder(excl, svid, oh, offset, length)
+        return TestRes(cookie, stat, holder)
+
+    def encode_testres(self, r: TestRes) -> bytes:
+        enc = Encoder()
+        enc.opaque(r.cookie, MAXNETOBJ_SZ)
+        stat = self._enc_stat(r.stat)
+        enc.i32(stat)
+        if stat == Nlm4Stat.DENIED:
+            h = r.holder
+            if h is None:
+                raise XdrError("nlm_testres DENIED needs a holder")
+            enc.boolean(h.exclusive)
+            enc.i32(h.svid)
+            enc.opaque(h.oh, MAXNETOBJ_SZ)
+            enc.pack(self._holder, *self._ext(h.offset, h.length))
+        return enc.getvalue()
+
+    def shareres(self, dec: Decoder) -> ShareRes:
+        cookie = dec.opaque(MAXNETOBJ_SZ)
+        stat = self._stat(dec)
+        return ShareRes(cookie, stat, dec.i32())
+
+    def encode_shareres(self, r: ShareRes) -> bytes:
+        enc = Encoder()
+        enc.opaque(r.cookie, MAXNETOBJ_SZ)
+        enc.i32(self._enc_stat(r.stat))
+        enc.i32(r.sequence)
+        return enc.getvalue()
+
+
+V1: Final = NlmCodec(wide=False)
+"""Codecs of NLM v1 and v3 (32-bit extents, ``nlm_stats``)."""
+V4: Final = NlmCodec(wide=True)
+"""Codecs of NLM v4 (64-bit extents, ``nlm4_stats``)."""
+
+
+def codec_for(vers: int) -> NlmCodec:
+    """The codec of NLM version ``vers`` (1, 3 or 4)."""
+    if vers == 4:
+        return V4
+    if vers in (1, 3):
+        return V1
+    raise ValueError(f"no NLM version {vers}")
