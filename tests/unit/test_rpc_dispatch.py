@@ -183,3 +183,32 @@ def test_mutated_calls_never_raise(args: bytes, flip: int) -> None:
     msg = bytearray(encode_call(3, PROG, 2, 1, args))
     msg[flip % len(msg)] ^= 0xFF
     call(d, bytes(msg))
+
+
+def test_plain_handler_may_defer_with_a_coroutine() -> None:
+    """A sync handler that returns a coroutine is finished asynchronously, reply cached."""
+    import asyncio
+
+    runs: list[int] = []
+
+    async def slow(v: int) -> int:
+        await asyncio.sleep(0)
+        return v * 2
+
+    def handler(v: int, _call: Call) -> object:
+        runs.append(v)
+        return slow(v) if v > 5 else v
+
+    d = Dispatcher()
+    d.register(PROG, 1, {1: Procedure("MAYBE", handler, Decoder.u32, u32, idempotent=False)})
+    fast = d.dispatch(encode_call(1, PROG, 1, 1, u32(3)), CLIENT, SERVER, "udp")
+    assert isinstance(fast, bytes) and parse_reply(fast).body == u32(3)
+    msg = encode_call(2, PROG, 1, 1, u32(7))
+    pending = d.dispatch(msg, CLIENT, SERVER, "udp")
+    assert not isinstance(pending, bytes) and pending is not None
+    # The retransmission while the first is running is dropped, not run again.
+    assert d.dispatch(msg, CLIENT, SERVER, "udp") is None
+    reply = asyncio.run(pending)  # type: ignore[arg-type]
+    assert reply is not None and parse_reply(reply).body == u32(14)
+    assert d.dispatch(msg, CLIENT, SERVER, "udp") == reply
+    assert runs == [3, 7]

@@ -14,8 +14,11 @@ and counted.
 Handlers are plain functions of their decoded arguments and a :class:`Call` (who asked, on
 which server address): ``handler(args, call) -> result``.  A handler may be a coroutine
 function; then ``dispatch`` returns an awaitable and the transport sends the reply when it is
-done, while other calls go on.  A handler that must not be answered (the NLM ``*_MSG``
-procedures send their results as separate calls) returns :data:`NO_REPLY`.
+done, while other calls go on.  A plain handler may also return a coroutine when it has to
+wait this once (lockd before a host's first lock, while statd is asked to monitor it): the
+common case stays on the synchronous path, which costs no task.  A handler that must not
+be answered (the NLM ``*_MSG`` procedures send their results as separate calls) returns
+:data:`NO_REPLY`.
 
 Non-idempotent procedures go through the duplicate request cache (:mod:`floatlock.rpc.drc`).
 
@@ -26,9 +29,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from inspect import iscoroutinefunction
+from types import CoroutineType
 from typing import Any, Final, Generic, TypeVar
 
 from floatlock.address import ServerAddress
@@ -206,7 +210,7 @@ class Dispatcher:
         if proc.idempotent:
             if proc.is_async:
                 return self._run_async(proc, args, call, None)
-            return self._run(proc, args, call)
+            return self._run(proc, args, call, None)
 
         key = ReplyCache.key(client, xid, call.prog, call.vers, call.proc, data[call.args :])
         cached = self.drc.begin(key, self._clock())
@@ -214,13 +218,20 @@ class Dispatcher:
             return None if cached is IN_PROGRESS else cached
         if proc.is_async:
             return self._run_async(proc, args, call, key)
-        reply = self._run(proc, args, call)
-        self.drc.finish(key, reply, self._clock())
+        reply = self._run(proc, args, call, key)
+        if type(reply) is not CoroutineType:
+            self.drc.finish(key, reply, self._clock())  # type: ignore[arg-type]
         return reply
 
-    def _run(self, proc: Procedure[Any, Any], args: Any, call: Call) -> bytes | None:
+    def _run(
+        self, proc: Procedure[Any, Any], args: Any, call: Call, key: Any
+    ) -> bytes | Coroutine[Any, Any, bytes | None] | None:
+        """Run a plain handler.  One that returns a coroutine (a slow path it took, such as
+        waiting for statd before a first lock) is finished as an async handler would be."""
         try:
             result = proc.handler(args, call)
+            if type(result) is CoroutineType:
+                return self._finish(proc, result, call, key)
             if result is NO_REPLY:
                 return None
             if proc.encode is None:
@@ -231,12 +242,17 @@ class Dispatcher:
             log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
             return accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
 
-    async def _run_async(
+    def _run_async(
         self, proc: Procedure[Any, Any], args: Any, call: Call, key: Any
+    ) -> Coroutine[Any, Any, bytes | None]:
+        return self._finish(proc, proc.handler(args, call), call, key)
+
+    async def _finish(
+        self, proc: Procedure[Any, Any], pending: Awaitable[Any], call: Call, key: Any
     ) -> bytes | None:
         reply: bytes | None
         try:
-            result = await proc.handler(args, call)
+            result = await pending
             if result is NO_REPLY:
                 reply = None
             elif proc.encode is None:
