@@ -1,0 +1,339 @@
+"""The assembled statd: monitor core + store + notifier + callbacks + HA callout + RPC service.
+
+:class:`Statd` is what the daemon (``floatlock serve``) creates on the :class:`Dispatcher` it
+serves, beside lockd; :func:`add_arguments` / :func:`run` make ``floatlock statd``, a drop-in
+for nfs-utils ``rpc.statd`` (same short options where they exist).
+
+Identities (see :mod:`floatlock.nsm.monitor`): the node is started by :meth:`Statd.start`;
+each virtual server address by :meth:`Statd.takeover` and given up by :meth:`Statd.release`.
+These two are the operations the future control socket (roadmap: ``floatlock takeover ADDR``,
+``floatlock release ADDR``) will call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from floatlock.address import ServerAddress, server_address
+from floatlock.nsm.callbacks import CallbackFirer, LocalCallback, PortResolver
+from floatlock.nsm.callout import HaCallout
+from floatlock.nsm.monitor import (
+    NODE,
+    Backoff,
+    Callout,
+    DeleteBackup,
+    Effect,
+    FireCallback,
+    Monitor,
+    MoveToBackup,
+    Notify,
+    Resolve,
+    WriteRecords,
+    WriteState,
+)
+from floatlock.nsm.notify import MonitorResult, Notifier, NotifyJob
+from floatlock.nsm.proto import MonId, MyId, Res
+from floatlock.nsm.service import NsmService
+from floatlock.nsm.store import StateDir
+from floatlock.rpc.dispatch import Dispatcher
+
+__all__ = ["Statd", "StatdConfig", "add_arguments", "run"]
+
+log = logging.getLogger("floatlock.nsm.statd")
+
+
+NameResolver = Callable[[str], Awaitable[list[str]]]
+
+
+async def _system_resolve(name: str) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_DGRAM)
+    return [str(i[4][0]) for i in infos]
+
+
+@dataclass(slots=True)
+class StatdConfig:
+    state_dir: Path
+    grace: float = 90.0  # seconds of grace an identity gets on start / takeover
+    notify: bool = True  # False: rpc.statd -L (keep records, send nothing at start)
+    node_name: str | None = None  # mon_name the node sends in SM_NOTIFY (-n); default: my_name
+    ha_callout: str | None = None
+    callout_timeout: float = 10.0
+    notify_backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 2.0, 30.0, 300.0))
+    callback_backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 2.0, 10.0, 60.0))
+    notify_concurrency: int = 256
+    notify_timeout: float = 3.0
+    pmap_port: int = 111  # peers' portmapper port (tests use another)
+    peer_statd_port: int | None = None  # skip GETPORT and use this port (tests, benches)
+    callback_resolver: PortResolver | None = None  # default: portmapper of the SM_MON caller
+    resolve_timeout: float = 5.0  # DNS lookup of host-named peers
+    # host name -> addresses, for matching SM_NOTIFY senders; None: the system resolver.
+    name_resolver: NameResolver | None = None
+    resolve_names: bool = True  # False: match host-named peers by mon_name only
+
+
+class Statd:
+    """statd for the node and the virtual servers it holds.  Construct, then ``await
+    start()``; ``await stop()`` writes the even state numbers of a clean shutdown."""
+
+    def __init__(
+        self,
+        config: StatdConfig,
+        dispatcher: Dispatcher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.monitor = Monitor(grace=config.grace)
+        self.state_dir = StateDir(config.state_dir)
+        self.notifier = Notifier(
+            config.notify_backoff,
+            concurrency=config.notify_concurrency,
+            timeout=config.notify_timeout,
+            pmap_port=config.pmap_port,
+            statd_port=config.peer_statd_port,
+            clock=clock,
+        )
+        self.callbacks = CallbackFirer(
+            config.callback_backoff, config.callback_resolver, clock=clock
+        )
+        self.callout = (
+            HaCallout(config.ha_callout, config.callout_timeout) if config.ha_callout else None
+        )
+        self.service = NsmService(self.monitor, self, clock)
+        if dispatcher is not None:
+            self.service.register(dispatcher)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- identities ------------------------------------------------------------------------
+
+    async def start(self, virtual_servers: Sequence[str] = ()) -> None:
+        """Start the node identity, then take over ``virtual_servers``."""
+        self._start_identity(NODE, notify=self.config.notify)
+        for vs in virtual_servers:
+            await self.takeover(vs)
+
+    def _start_identity(self, name: ServerAddress, notify: bool) -> int:
+        store = self.state_dir.identity(name)
+        store.ensure()
+        current = store.load().records
+        backup = store.load_backup().records if notify else []
+        effects = self.monitor.start(
+            name, store.read_state(), current, backup, self.clock(), notify=notify
+        )
+        self.persist(effects)
+        self.launch(effects)
+        state = self.monitor.identities[name].state
+        log.info(
+            "%s: state %d, %d records, %d peers to notify",
+            name or "node", state, len(current), sum(isinstance(e, Notify) for e in effects),
+        )  # fmt: skip
+        return state
+
+    async def takeover(self, address: str) -> int:
+        """Serve the identity of a virtual server address: load its records, bump its state
+        number, start its grace and notify its clients from it.  Returns the new state."""
+        return self._start_identity(server_address(address), notify=True)
+
+    async def release(self, address: str, wait: bool = True) -> int:
+        """Give a virtual server up: fire the callbacks of all its clients (lockd drops those
+        locks and no others), write its even state.  Returns the number of callbacks."""
+        effects = self.monitor.release(server_address(address), self.clock())
+        self.persist(effects)
+        tasks = self._fire([e for e in effects if isinstance(e, FireCallback)])
+        if wait and tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
+    def identities(self) -> list[ServerAddress]:
+        return list(self.monitor.identities)
+
+    def grace_remaining(self, my_name: str) -> int:
+        return self.monitor.grace_remaining(my_name, self.clock())
+
+    def monitor_local(
+        self, mon_name: str, my_name: str, callback: tuple[int, int, int], priv: bytes
+    ) -> MonitorResult:
+        """SM_MON2 for an in-process lockd (no RPC): the same checks, record and effects."""
+        mid = MonId(mon_name, MyId(my_name, *callback))
+        r = self.service.monitor_request(mid, priv, "127.0.0.1", True)
+        if r.res_stat != Res.STAT_SUCC:
+            return MonitorResult(False, r.state, None)
+        return MonitorResult(True, r.state, self.monitor.grace_remaining(my_name, self.clock()))
+
+    def unmonitor_local(self, mon_name: str, my_name: str, callback: tuple[int, int, int]) -> int:
+        """SM_UNMON for an in-process lockd; returns the identity's state."""
+        state, effects = self.monitor.unmon(MonId(mon_name, MyId(my_name, *callback)), True)
+        self.persist(effects)
+        self.launch(effects)
+        return state
+
+    def add_local_callback(self, prog: int, vers: int, handler: LocalCallback) -> None:
+        """In-process route for status callbacks to (prog, vers): floatlock's own lockd."""
+        self.callbacks.add_local(prog, vers, handler)
+
+    async def stop(self) -> None:
+        """Clean shutdown: even state numbers for every identity; background work cancelled."""
+        for name in list(self.monitor.identities):
+            self.persist(self.monitor.stop(name))
+        for t in list(self._tasks):
+            t.cancel()
+        self.callbacks.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        """Wait until notifications, callbacks and callouts in flight are done (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.callbacks.drain()
+
+    # -- effects (service.EffectSink) -----------------------------------------------------
+
+    def persist(self, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, WriteRecords):
+                self.state_dir.identity(e.identity).write_records(e.mon_name, e.records)
+            elif isinstance(e, WriteState):
+                self.state_dir.identity(e.identity).write_state(e.state)
+            elif isinstance(e, MoveToBackup):
+                self.state_dir.identity(e.identity).move_to_backup()
+            elif isinstance(e, DeleteBackup):
+                self.state_dir.identity(e.identity).delete_backup(e.mon_name)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _fire(self, effects: list[FireCallback]) -> list[asyncio.Task[bool]]:
+        return [self.callbacks.fire(e.record, e.status, e.reason) for e in effects]
+
+    def launch(self, effects: list[Effect]) -> None:
+        self._fire([e for e in effects if isinstance(e, FireCallback)])
+        jobs: list[NotifyJob] = []
+        for e in effects:
+            if isinstance(e, Notify):
+                if e.identity != NODE:
+                    jobs.append(NotifyJob(e, e.identity))  # from the virtual address itself
+                elif self.config.node_name:
+                    jobs.append(NotifyJob(replace(e, my_name=self.config.node_name), None))
+                else:
+                    jobs.append(NotifyJob(e, None))
+        if jobs:
+            self._spawn(self.notifier.send_all(jobs, self._notify_done))
+        for e in effects:
+            if isinstance(e, Resolve) and self.config.resolve_names:
+                self._spawn(self._resolve(e.mon_name))
+        if self.callout is not None:
+            for e in effects:
+                if isinstance(e, Callout):
+                    self._spawn(self.callout.run(e.action, e.mon_name, e.my_name))
+
+    async def _resolve(self, mon_name: str) -> None:
+        resolver = self.config.name_resolver or _system_resolve
+        try:
+            addrs = await asyncio.wait_for(resolver(mon_name), self.config.resolve_timeout)
+        except (OSError, TimeoutError) as e:
+            log.info("cannot resolve %s (SM_NOTIFY will match it by name only): %s", mon_name, e)
+            return
+        self.monitor.set_aliases(mon_name, addrs)
+
+    def _notify_done(self, job: NotifyJob, ok: bool) -> None:
+        n = job.notify
+        ident = self.monitor.identities.get(n.identity)
+        if ident is None or ident.state != n.state:
+            return  # released or restarted since: the sm.bak record is no longer ours
+        self.persist(self.monitor.notify_done(n.identity, n.mon_name, ok))
+
+
+# -- floatlock statd -------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``floatlock statd`` (nfs-utils rpc.statd's where they exist)."""
+    parser.add_argument(
+        "-P", "--state-directory-path", default="/var/lib/floatlock/statd", type=Path,
+        help="state directory (node/ and vs/<address>/, each with sm/, sm.bak/, state)",
+    )  # fmt: skip
+    parser.add_argument("-H", "--ha-callout", default=None, help="HA callout program")
+    parser.add_argument(
+        "-L", "--no-notify", action="store_true", help="do not notify peers at start"
+    )
+    parser.add_argument("-p", "--port", type=int, default=0, help="port to listen on")
+    parser.add_argument(
+        "-o", "--outgoing-port", type=int, default=0,
+        help="source port for SM_NOTIFY (accepted for compatibility; not used yet)",
+    )  # fmt: skip
+    parser.add_argument("-F", "--foreground", action="store_true", help="stay in foreground")
+    parser.add_argument("-d", "--no-syslog", action="store_true", help="debug log to stderr")
+    parser.add_argument("-n", "--name", default=None, help="node name sent in SM_NOTIFY")
+    parser.add_argument("--listen", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--grace", type=float, default=90.0, help="grace seconds per identity")
+    parser.add_argument(
+        "--virtual-server", action="append", default=[], metavar="ADDR",
+        help="take this virtual server address over at start (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--no-rpcbind", action="store_true", help="do not register with rpcbind")
+    parser.add_argument(
+        "--no-resolve", action="store_true",
+        help="never look host-named peers up (match SM_NOTIFY by mon_name or address text)",
+    )  # fmt: skip
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run statd alone until SIGINT/SIGTERM; exit status."""
+    from floatlock.net.tcp import TcpServer
+    from floatlock.net.udp import UdpServer
+    from floatlock.portmap.proto import Endpoint
+    from floatlock.portmap.register import PortmapError, register_with_rpcbind
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.no_syslog else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    config = StatdConfig(
+        state_dir=args.state_directory_path,
+        grace=args.grace,
+        notify=not args.no_notify,
+        node_name=args.name,
+        ha_callout=args.ha_callout,
+        resolve_names=not args.no_resolve,
+    )
+    dispatcher = Dispatcher()
+    statd = Statd(config, dispatcher)
+    udp = UdpServer(dispatcher, args.listen, args.port)
+    await udp.start()
+    tcp = TcpServer(dispatcher, args.listen, udp.port)
+    await tcp.start()
+    handle = None
+    if not args.no_rpcbind:
+        eps = [Endpoint(100024, 1, "udp", udp.port), Endpoint(100024, 1, "tcp", tcp.port)]
+        try:
+            handle = await register_with_rpcbind(eps)
+        except (PortmapError, OSError) as e:
+            log.error("cannot register with rpcbind: %s", e)
+            udp.close()
+            await tcp.close()
+            return 1
+    await statd.start(args.virtual_server)
+    print(f"floatlock statd listening on {args.listen} port {udp.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await statd.stop()
+    if handle is not None:
+        await handle.close()
+    udp.close()
+    await tcp.close()
+    return 0
