@@ -1,0 +1,56 @@
+"""Per-request identity: the AUTH_SYS caller after the export's squashing (exports(5)).
+
+Sans-IO.  :func:`squash` turns the RPC credential into the uid, gid and supplementary groups
+the kernel will check every access against (see :mod:`floatlock.nfs.fsuid`):
+
+* ``all_squash``: everyone is the anonymous user (``anonuid``/``anongid``);
+* ``root_squash`` (the default): uid 0 becomes ``anonuid`` and gid 0 ``anongid`` (also in the
+  supplementary list, as Linux nfsd does);
+* ``no_root_squash``: the credential as sent.
+
+AUTH_NONE callers are anonymous: Linux nfsd maps AUTH_NULL to the anonymous user rather than
+refusing it, and clients use AUTH_NONE only for NULL pings and the odd MOUNT call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from floatlock.rpc.message import AuthSys
+
+
+class Squash(Enum):
+    ROOT = "root_squash"
+    NONE = "no_root_squash"
+    ALL = "all_squash"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The filesystem identity a request runs as."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == 0
+
+
+ROOT = Identity(0, 0, ())
+
+
+def squash(
+    auth: AuthSys | None, mode: Squash, anonuid: int = 65534, anongid: int = 65534
+) -> Identity:
+    """The identity for ``auth`` under the export's squash ``mode``."""
+    if auth is None or mode is Squash.ALL:
+        return Identity(anonuid, anongid, ())
+    if mode is Squash.NONE:
+        return Identity(auth.uid, auth.gid, auth.gids)
+    uid = anonuid if auth.uid == 0 else auth.uid
+    gid = anongid if auth.gid == 0 else auth.gid
+    groups = tuple(anongid if g == 0 else g for g in auth.gids)
+    return Identity(uid, gid, groups)

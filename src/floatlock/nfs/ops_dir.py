@@ -1,0 +1,331 @@
+"""Directory procedures: LOOKUP, CREATE, MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME, LINK.
+
+RFC 1813 sections 3.3.3 and 3.3.8-3.3.15.  Every name is one component (no '/'), every
+syscall is a ``*at`` call relative to the directory's O_PATH descriptor, made as the caller,
+and every reply carries the directory's weak cache consistency data (section 2.6).
+
+LOOKUP does not cross mount points: a name whose inode is on another filesystem than the
+export is refused with NFS3ERR_ACCES (the handle could not be opened relative to the export).
+LOOKUP of ".." in the export root answers the root itself, never its parent.
+
+EXCLUSIVE CREATE (section 3.3.8) stores the client's 8-byte verifier in the new file's
+timestamps, as Linux nfsd does: the first four bytes (masked to 31 bits) as mtime seconds,
+the last four as atime seconds.  A retransmitted CREATE that finds a file whose times carry
+the same verifier succeeds with that file; the client then sets the real attributes with
+SETATTR.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+
+from floatlock.nfs.context import (
+    Request,
+    attr_of,
+    check_name,
+    post_attr,
+    pre_attr,
+    status_of,
+)
+from floatlock.nfs.errors import NfsError
+from floatlock.nfs.ops_attr import apply_sattr
+from floatlock.nfs.proto import (
+    CreateMode,
+    DirOpArgs,
+    Fattr3,
+    Ftype3,
+    Nfsstat3,
+    Sattr3,
+    WccAttr,
+    WccData,
+)
+from floatlock.nfs.proto_args import (
+    CreateArgs,
+    LinkArgs,
+    MkdirArgs,
+    MknodArgs,
+    RenameArgs,
+    SymlinkArgs,
+)
+from floatlock.nfs.proto_res import CreateRes, LinkRes, LookupRes, RenameRes, WccRes
+from floatlock.nfs.resolver import Obj
+
+_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_VERF = struct.Struct(">II")
+
+
+def _child(req: Request, d: Obj, name: str) -> Obj:
+    """Open ``name`` in directory ``d`` (O_PATH, no symlink following) as the caller."""
+    root = d.root
+    if name == "." or (name == ".." and d.st.st_ino == root.ino and d.st.st_dev == root.dev):
+        fd = os.open(".", _O_PATH, dir_fd=d.fd)
+    else:
+        with req.acting():
+            fd = os.open(name, _O_PATH, dir_fd=d.fd)
+    try:
+        st = os.fstat(fd)
+        if st.st_dev != root.dev:
+            raise NfsError(Nfsstat3.ACCES, "mount point inside the export")
+        fh = req.state.resolver.handle_of(root, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Obj(root, fd, st, fh)
+
+
+def lookup3(req: Request, a: DirOpArgs) -> LookupRes:
+    """Section 3.3.3."""
+    try:
+        d = req.open(a.dir)
+    except NfsError as e:
+        return LookupRes(e.status)
+    with d:
+        if not d.is_dir:
+            return LookupRes(Nfsstat3.NOTDIR, attr_of(d))
+        try:
+            check_name(a.name)
+            child = _child(req, d, a.name)
+        except (OSError, NfsError) as e:
+            return LookupRes(status_of(e), post_attr(d))
+        with child:
+            return LookupRes(Nfsstat3.OK, post_attr(d), child.fh, attr_of(child))
+
+
+def _open_dir(req: Request, fh: bytes) -> Obj:
+    d = req.open(fh, modify=True)
+    if not d.is_dir:
+        d.close()
+        raise NfsError(Nfsstat3.NOTDIR)
+    return d
+
+
+def _created(req: Request, d: Obj, name: str, pre: WccAttr, attrs: Sattr3 | None) -> CreateRes:
+    """The reply for a new object ``name``: its handle and attributes, the dir's wcc."""
+    child = _child(req, d, name)
+    with child:
+        if attrs is not None:
+            with req.acting():
+                apply_sattr(child, attrs)
+            child.restat()
+        return CreateRes(Nfsstat3.OK, WccData(pre, post_attr(d)), child.fh, attr_of(child))
+
+
+def _exclusive_match(st: os.stat_result, verf: bytes) -> bool:
+    m, a = _VERF.unpack(verf)
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_mtime_ns == (m & 0x7FFFFFFF) * 1_000_000_000
+        and st.st_atime_ns == (a & 0x7FFFFFFF) * 1_000_000_000
+    )
+
+
+def create3(req: Request, a: CreateArgs) -> CreateRes:
+    """Section 3.3.8: UNCHECKED, GUARDED, EXCLUSIVE."""
+    try:
+        d = _open_dir(req, a.where.dir)
+    except NfsError as e:
+        return CreateRes(e.status)
+    with d:
+        pre = pre_attr(d)
+        try:
+            check_name(a.where.name, creating=True)
+            name = a.where.name
+            mode = 0o600 if a.mode == CreateMode.EXCLUSIVE else (a.attrs.mode or 0o644) & 0o7777
+            flags = os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                with req.acting():
+                    fd = os.open(name, flags, mode, dir_fd=d.fd)
+            except FileExistsError:
+                if a.mode == CreateMode.GUARDED:
+                    raise
+                st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+                if a.mode == CreateMode.EXCLUSIVE:
+                    if not _exclusive_match(st, a.verf):
+                        raise
+                    return _created(req, d, name, pre, None)
+                if not stat.S_ISREG(st.st_mode):
+                    raise
+                # UNCHECKED on an existing file: only the size is applied (Linux nfsd).
+                size_only = Sattr3(size=a.attrs.size)
+                return _created(req, d, name, pre, size_only)
+            try:
+                if a.mode == CreateMode.EXCLUSIVE:
+                    m, at = _VERF.unpack(a.verf)
+                    with req.acting():
+                        os.utime(fd, (at & 0x7FFFFFFF, m & 0x7FFFFFFF))
+                    return _created(req, d, name, pre, None)
+                if os.fstat(fd).st_mode & 0o7777 != mode:  # the server's umask applied
+                    with req.acting():
+                        os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            at = a.attrs
+            rest = Sattr3(None, at.uid, at.gid, at.size, at.atime, at.mtime)
+            return _created(req, d, name, pre, rest)
+        except (OSError, NfsError) as e:
+            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+
+def mkdir3(req: Request, a: MkdirArgs) -> CreateRes:
+    """Section 3.3.9."""
+    try:
+        d = _open_dir(req, a.where.dir)
+    except NfsError as e:
+        return CreateRes(e.status)
+    with d:
+        pre = pre_attr(d)
+        try:
+            check_name(a.where.name, creating=True)
+            mode = (a.attrs.mode if a.attrs.mode is not None else 0o755) & 0o7777
+            with req.acting():
+                os.mkdir(a.where.name, mode, dir_fd=d.fd)
+            # mkdir(2) applies the server's umask; the client already applied its own.
+            attrs = Sattr3(mode, a.attrs.uid, a.attrs.gid, None, a.attrs.atime, a.attrs.mtime)
+            return _created(req, d, a.where.name, pre, attrs)
+        except (OSError, NfsError) as e:
+            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+
+def symlink3(req: Request, a: SymlinkArgs) -> CreateRes:
+    """Section 3.3.10: the target is stored as given; the mode of a symlink is ignored."""
+    try:
+        d = _open_dir(req, a.where.dir)
+    except NfsError as e:
+        return CreateRes(e.status)
+    with d:
+        pre = pre_attr(d)
+        try:
+            check_name(a.where.name, creating=True)
+            if not a.target:
+                raise NfsError(Nfsstat3.INVAL, "empty symlink target")
+            with req.acting():
+                os.symlink(a.target, a.where.name, dir_fd=d.fd)
+            return _created(req, d, a.where.name, pre, None)
+        except (OSError, NfsError) as e:
+            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+
+_MKNOD_TYPES = {
+    Ftype3.FIFO: stat.S_IFIFO,
+    Ftype3.SOCK: stat.S_IFSOCK,
+    Ftype3.CHR: stat.S_IFCHR,
+    Ftype3.BLK: stat.S_IFBLK,
+}
+
+
+def mknod3(req: Request, a: MknodArgs) -> CreateRes:
+    """Section 3.3.11: FIFO and socket for anyone; devices need CAP_MKNOD, which only an
+    unsquashed root caller keeps (fsuid 0), so the kernel answers EPERM to anyone else."""
+    try:
+        d = _open_dir(req, a.where.dir)
+    except NfsError as e:
+        return CreateRes(e.status)
+    with d:
+        pre = pre_attr(d)
+        try:
+            check_name(a.where.name, creating=True)
+            ftype = _MKNOD_TYPES.get(a.type)
+            if ftype is None:
+                raise NfsError(Nfsstat3.BADTYPE)
+            mode = (a.attrs.mode if a.attrs.mode is not None else 0o644) & 0o7777
+            dev = os.makedev(*a.rdev) if a.type in (Ftype3.CHR, Ftype3.BLK) else 0
+            with req.acting():
+                os.mknod(a.where.name, mode | ftype, dev, dir_fd=d.fd)
+            attrs = Sattr3(mode, a.attrs.uid, a.attrs.gid, None, a.attrs.atime, a.attrs.mtime)
+            return _created(req, d, a.where.name, pre, attrs)
+        except (OSError, NfsError) as e:
+            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+
+def _remove(req: Request, a: DirOpArgs, rmdir: bool) -> WccRes:
+    try:
+        d = _open_dir(req, a.dir)
+    except NfsError as e:
+        return WccRes(e.status)
+    with d:
+        pre = pre_attr(d)
+        try:
+            check_name(a.name)
+            if a.name == ".":
+                raise NfsError(Nfsstat3.INVAL if rmdir else Nfsstat3.ISDIR)
+            if a.name == "..":
+                raise NfsError(Nfsstat3.NOTEMPTY if rmdir else Nfsstat3.ISDIR)
+            with req.acting():
+                if rmdir:
+                    os.rmdir(a.name, dir_fd=d.fd)
+                else:
+                    os.unlink(a.name, dir_fd=d.fd)
+        except (OSError, NfsError) as e:
+            return WccRes(status_of(e), WccData(pre, post_attr(d)))
+        return WccRes(Nfsstat3.OK, WccData(pre, post_attr(d)))
+
+
+def remove3(req: Request, a: DirOpArgs) -> WccRes:
+    """Section 3.3.12 (a directory gives EISDIR from unlinkat, so NFS3ERR_ISDIR)."""
+    return _remove(req, a, rmdir=False)
+
+
+def rmdir3(req: Request, a: DirOpArgs) -> WccRes:
+    """Section 3.3.13."""
+    return _remove(req, a, rmdir=True)
+
+
+def rename3(req: Request, a: RenameArgs) -> RenameRes:
+    """Section 3.3.14: both directories must be in the same export (else NFS3ERR_XDEV)."""
+    try:
+        src = _open_dir(req, a.src.dir)
+    except NfsError as e:
+        return RenameRes(e.status)
+    with src:
+        pre_src = pre_attr(src)
+        try:
+            dst = _open_dir(req, a.dst.dir)
+        except NfsError as e:
+            return RenameRes(e.status, WccData(pre_src, post_attr(src)))
+        with dst:
+            pre_dst = pre_attr(dst)
+            status = Nfsstat3.OK
+            try:
+                if src.root is not dst.root:
+                    raise NfsError(Nfsstat3.XDEV)
+                check_name(a.src.name)
+                check_name(a.dst.name)
+                if a.src.name in (".", "..") or a.dst.name in (".", ".."):
+                    raise NfsError(Nfsstat3.INVAL)
+                with req.acting():
+                    os.rename(a.src.name, a.dst.name, src_dir_fd=src.fd, dst_dir_fd=dst.fd)
+            except (OSError, NfsError) as e:
+                status = status_of(e)
+            return RenameRes(
+                status, WccData(pre_src, post_attr(src)), WccData(pre_dst, post_attr(dst))
+            )
+
+
+def link3(req: Request, a: LinkArgs) -> LinkRes:
+    """Section 3.3.15: linkat(2) of the file's /proc/self/fd path (no CAP needed)."""
+    try:
+        obj = req.open(a.fh, modify=True)
+    except NfsError as e:
+        return LinkRes(e.status)
+    with obj:
+        try:
+            d = _open_dir(req, a.link.dir)
+        except NfsError as e:
+            return LinkRes(e.status, attr_of(obj))
+        with d:
+            pre = pre_attr(d)
+            status = Nfsstat3.OK
+            try:
+                if obj.root is not d.root:
+                    raise NfsError(Nfsstat3.XDEV)
+                if obj.is_dir:
+                    raise NfsError(Nfsstat3.ISDIR)
+                check_name(a.link.name, creating=True)
+                with req.acting():
+                    os.link(obj.proc_path, a.link.name, dst_dir_fd=d.fd, follow_symlinks=True)
+            except (OSError, NfsError) as e:
+                status = status_of(e)
+            attr: Fattr3 | None = post_attr(obj)
+            return LinkRes(status, attr, WccData(pre, post_attr(d)))

@@ -1,0 +1,168 @@
+"""NFSv3 (100003 v3) and MOUNT v3 (100005 v3) on a Dispatcher: the asyncio adapter.
+
+:class:`NfsServer` owns the resolver (shared with NLM: pass ``server.resolver`` to lockd as
+its ``FileResolver``), the export access cache and a pool of worker threads.  Each call is
+decoded by the dispatcher, then run in a worker thread: the worker resolves the handle as root
+and switches its own filesystem identity to the caller for the syscalls
+(:mod:`floatlock.nfs.fsuid`), so the event loop never blocks on the disk and never changes
+identity.
+
+Procedures that change state are registered non-idempotent (RFC 1813 section 4.4 "non-
+idempotent procedures": CREATE, MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME, LINK; SETATTR and
+WRITE too, which Linux nfsd also caches), so the duplicate request cache answers a
+retransmission with the first reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from floatlock.nfs import ops_attr, ops_dir, ops_io, ops_readdir
+from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
+from floatlock.nfs.exports import Export
+from floatlock.nfs.mount import MountTable
+from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, DirOpArgs
+from floatlock.nfs.proto_args import (
+    AccessArgs,
+    CreateArgs,
+    FhArgs,
+    LinkArgs,
+    MkdirArgs,
+    MknodArgs,
+    ReadArgs,
+    ReaddirArgs,
+    RenameArgs,
+    SetattrArgs,
+    SymlinkArgs,
+    WriteArgs,
+)
+from floatlock.nfs.proto_mount import (
+    MOUNT_PROGRAM,
+    MOUNT_V3,
+    MountProc,
+    MountRes,
+    decode_dirpath,
+    encode_exportlist,
+    encode_mountlist,
+)
+from floatlock.nfs.resolver import Resolver
+from floatlock.rpc.dispatch import Call, Dispatcher, Procedure
+
+log = logging.getLogger("floatlock.nfs")
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def _encode(r: Any) -> bytes:
+    return r.encode()  # type: ignore[no-any-return]
+
+
+class NfsServer:
+    """NFSv3 and MOUNT v3 over local directories.
+
+    Args:
+        exports: what to serve (from :func:`~floatlock.nfs.exports.parse_exports` or config).
+        key: the handle signing key, the same on every node (see ``fhandle.load_handle_key``).
+        workers: threads doing the file system calls.
+        resolve_names: match host-name client specs with DNS (off: addresses only).
+    """
+
+    def __init__(
+        self,
+        exports: list[Export],
+        key: bytes,
+        *,
+        workers: int = 8,
+        resolve_names: bool = True,
+    ) -> None:
+        self.resolver = Resolver(exports, key)
+        self.access = ExportAccess(resolve_names=resolve_names)
+        self.state = ServerState(self.resolver, self.access, os.urandom(8))
+        self.mounts = MountTable(self.resolver, self.access)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nfs")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.resolver.close()
+
+    def _caller(self, call: Call) -> Caller:
+        client = call.client
+        return Caller(call.auth, str(client[0]), int(client[1]), call.transport)
+
+    def _nfs(
+        self, name: str, fn: Callable[[Request, A], R], decode: Callable[..., A], idem: bool = True
+    ) -> Procedure[A, R]:
+        state, pool = self.state, self._pool
+
+        async def handler(args: A, call: Call) -> R:
+            req = Request(state, self._caller(call))
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(pool, fn, req, args)
+
+        return Procedure(name, handler, decode, _encode, idem)
+
+    def nfs_procedures(self) -> dict[int, Procedure[Any, Any]]:
+        p = self._nfs
+        return {
+            1: p("GETATTR", ops_attr.getattr3, FhArgs.decode),
+            2: p("SETATTR", ops_attr.setattr3, SetattrArgs.decode, False),
+            3: p("LOOKUP", ops_dir.lookup3, DirOpArgs.decode),
+            4: p("ACCESS", ops_attr.access3, AccessArgs.decode),
+            5: p("READLINK", ops_io.readlink3, FhArgs.decode),
+            6: p("READ", ops_io.read3, ReadArgs.decode),
+            7: p("WRITE", ops_io.write3, WriteArgs.decode, False),
+            8: p("CREATE", ops_dir.create3, CreateArgs.decode, False),
+            9: p("MKDIR", ops_dir.mkdir3, MkdirArgs.decode, False),
+            10: p("SYMLINK", ops_dir.symlink3, SymlinkArgs.decode, False),
+            11: p("MKNOD", ops_dir.mknod3, MknodArgs.decode, False),
+            12: p("REMOVE", ops_dir.remove3, DirOpArgs.decode, False),
+            13: p("RMDIR", ops_dir.rmdir3, DirOpArgs.decode, False),
+            14: p("RENAME", ops_dir.rename3, RenameArgs.decode, False),
+            15: p("LINK", ops_dir.link3, LinkArgs.decode, False),
+            16: p("READDIR", ops_readdir.readdir3, ReaddirArgs.decode),
+            17: p("READDIRPLUS", ops_readdir.readdir3, ReaddirArgs.decode_plus),
+            18: p("FSSTAT", ops_attr.fsstat3, FhArgs.decode),
+            19: p("FSINFO", ops_attr.fsinfo3, FhArgs.decode),
+            20: p("PATHCONF", ops_attr.pathconf3, FhArgs.decode),
+            21: p("COMMIT", ops_io.commit3, ReadArgs.decode),
+        }
+
+    # -- MOUNT -----------------------------------------------------------------------------
+
+    async def _mnt(self, path: str, call: Call) -> MountRes:
+        c = self._caller(call)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.mounts.mnt, path, c.ip, c.port)
+
+    def _umnt(self, path: str, call: Call) -> None:
+        self.mounts.umnt(path, self._caller(call).ip)
+
+    def _umntall(self, _args: None, call: Call) -> None:
+        self.mounts.umntall(self._caller(call).ip)
+
+    def _dump(self, _args: None, _call: Call) -> bytes:
+        return encode_mountlist(self.mounts.dump())
+
+    def _export(self, _args: None, _call: Call) -> bytes:
+        return encode_exportlist(self.mounts.exports())
+
+    def mount_procedures(self) -> dict[int, Procedure[Any, Any]]:
+        raw: Callable[[bytes], bytes] = bytes
+        return {
+            MountProc.MNT: Procedure("MNT", self._mnt, decode_dirpath, _encode),
+            MountProc.DUMP: Procedure("DUMP", self._dump, None, raw),
+            MountProc.UMNT: Procedure("UMNT", self._umnt, decode_dirpath),
+            MountProc.UMNTALL: Procedure("UMNTALL", self._umntall),
+            MountProc.EXPORT: Procedure("EXPORT", self._export, None, raw),
+        }
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        """Register NFS 100003 v3 and MOUNT 100005 v3 on ``dispatcher``."""
+        dispatcher.register(NFS_PROGRAM, NFS_V3, self.nfs_procedures(), "nfs")
+        dispatcher.register(MOUNT_PROGRAM, MOUNT_V3, self.mount_procedures(), "mountd")
