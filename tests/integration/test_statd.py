@@ -186,6 +186,8 @@ def test_lockd_helper_uses_sm_mon2_and_falls_back(tmp_path: Path) -> None:
         std_disp.register(100024, 1, procs)
         std = UdpServer(std_disp, "127.0.0.1", 0)
         await std.start()
+        # A node identity that restarted with clients to notify is in grace.
+        statd.monitor.identity_of("127.0.0.1").grace_until = statd.clock() + 30
         try:
             r = await monitor(("127.0.0.1", udp.port), "c1", "127.0.0.1", (100021, 4, 16), PRIV)
             assert r.ok and r.state == 1 and r.grace_remaining is not None

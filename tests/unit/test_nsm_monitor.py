@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from floatlock.address import ServerAddress
@@ -149,8 +151,9 @@ def test_start_without_notify_keeps_records() -> None:
 
 def test_grace_per_identity() -> None:
     m = Monitor(grace=50)
-    m.start(NODE, 0, [], [], 0.0)
-    m.start(VS, 0, [], [], 30.0)
+    old = Record("c9", "node-a", Callback(100021, 4, 16), PRIV)
+    m.start(NODE, 0, [old], [], 0.0)
+    m.start(VS, 0, [], [replace(old, my_name=str(VS))], 30.0)
     assert m.grace_remaining("node-a", 10.0) == 40
     assert m.grace_remaining(str(VS), 10.0) == 70
     assert m.grace_remaining(str(VS), 79.5) == 1  # rounded up: never end grace early
@@ -231,3 +234,12 @@ def test_rate_limiter_table_is_bounded() -> None:
     for i in range(100):
         r.allow(f"198.18.1.{i}", 0.0)
     assert len(r._buckets) == 10
+
+
+def test_identity_without_records_needs_no_grace() -> None:
+    """No client was recorded, so none can hold a lock to reclaim: no grace to wait out."""
+    m = Monitor(grace=50)
+    m.start(NODE, 0, [], [], 0.0)
+    m.start(VS, 0, [], [], 0.0)
+    assert m.grace_remaining("node-a", 0.0) == 0
+    assert m.grace_remaining(str(VS), 0.0) == 0

@@ -289,10 +289,16 @@ class Monitor:
         if name in self.identities:
             raise ValueError(f"identity {name or 'node'} is already held")
         state = up_state(stored_state)
-        ident = Identity(name, state, now + self.grace)
+        cur = list(current)
+        bak = list(backup)
+        # Grace protects locks that clients held before and may reclaim.  lockd grants no
+        # lock before statd has recorded the client (SM_MON is answered after the record is
+        # on disk), so an identity that starts with no records has no client that could
+        # reclaim anything: holding new locks back would protect nothing.
+        grace = self.grace if (cur or bak) else 0.0
+        ident = Identity(name, state, now + grace)
         self.identities[name] = ident
         effects: list[Effect] = [WriteState(name, state)]
-        cur = list(current)
         if not notify:
             for r in cur:
                 ident.records[(r.mon_name, r.my_name)] = r
@@ -301,7 +307,7 @@ class Monitor:
             return effects
         effects.append(MoveToBackup(name))
         peers: dict[str, str] = {}
-        for r in [*backup, *cur]:
+        for r in [*bak, *cur]:
             peers.setdefault(r.mon_name, r.my_name)
         for mon_name, my_name in sorted(peers.items()):
             # The new node speaks as the identity: mon_name in SM_NOTIFY is the address the
