@@ -36,6 +36,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve(daemon))
 
 
+def _cmd_statd(args: argparse.Namespace) -> int:
+    from floatlock.nsm import statd
+
+    return asyncio.run(statd.run(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="floatlock",
@@ -50,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", choices=("debug", "info", "warning", "error"), help="override the config"
     )
     serve.set_defaults(func=_cmd_serve)
+
+    from floatlock.nsm import statd
+
+    statd_parser = sub.add_parser(
+        "statd", help="run floatlock's statd alone (a drop-in for nfs-utils rpc.statd)"
+    )
+    statd.add_arguments(statd_parser)
+    statd_parser.set_defaults(func=_cmd_statd)
     return parser
 
 

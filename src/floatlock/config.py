@@ -75,7 +75,7 @@ class PortmapSection:
 @dataclass(frozen=True, slots=True)
 class ExportSection:
     path: Path
-    clients: str = "*(rw,no_root_squash,insecure)"
+    clients: str = "*(rw)"
 
 
 @dataclass(frozen=True, slots=True)

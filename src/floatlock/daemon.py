@@ -27,6 +27,7 @@ import errno
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -72,28 +73,54 @@ class Daemon:
         self.services: list[Service] = []
         self.listeners: list[Listener] = []
         self.portmap: PortmapHandle | None = None
+        self._starters: list[Callable[[], Awaitable[None]]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._timers: list[tuple[float, Callable[[float], None]]] = []
+        self._timer_tasks: list[asyncio.Task[None]] = []
+        #: the components, by name, for whoever steers the daemon (tests; later the control
+        #: socket of the roadmap)
+        self.components: dict[str, object] = {}
 
-    def add_service(self, service: Service) -> None:
+    def add_service(self, service: Service, programs: list[tuple[int, int]] | None = None) -> None:
+        """Add ``service``; the programs it advertises are those its ``register`` added to
+        the dispatcher, or ``programs`` when given (one registration serving two ports)."""
         before = {(p, v) for p, v, _ in self.dispatcher.programs()}
         service.register(self.dispatcher)
-        service.programs = sorted({(p, v) for p, v, _ in self.dispatcher.programs()} - before)
+        if programs is None:
+            programs = sorted({(p, v) for p, v, _ in self.dispatcher.programs()} - before)
+        service.programs = list(programs)
         self.services.append(service)
+
+    def on_start(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` once the services listen, before they are advertised."""
+        self._starters.append(fn)
 
     def on_close(self, fn: Callable[[], Awaitable[None]]) -> None:
         self._closers.append(fn)
 
+    def add_timer(self, interval: float, fn: Callable[[float], None]) -> None:
+        """Call ``fn(now)`` every ``interval`` seconds while the daemon runs (monotonic now:
+        the sans-IO cores' clock)."""
+        self._timers.append((interval, fn))
+
     async def start(self) -> None:
-        cfg = self.cfg
-        for d in (cfg.server.state_dir, *(e.path for e in cfg.exports)):
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise StartupError(f"cannot create {d}: {e.strerror}") from None
         endpoints: list[Endpoint] = []
         for svc in self.services:
             endpoints += await self._listen(svc)
+        for fn in self._starters:
+            await fn()
+        for interval, tick in self._timers:
+            self._timer_tasks.append(asyncio.create_task(self._run_timer(interval, tick)))
         await self._start_portmapper(endpoints)
+
+    @staticmethod
+    async def _run_timer(interval: float, tick: Callable[[float], None]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                tick(time.monotonic())
+            except Exception:
+                log.exception("timer %r failed", tick)
 
     async def _listen(self, svc: Service) -> list[Endpoint]:
         """UDP and TCP servers for ``svc`` on every listen address; the endpoints bound."""
@@ -162,6 +189,9 @@ class Daemon:
             await self._listen(pm)
 
     async def stop(self) -> None:
+        for task in self._timer_tasks:
+            task.cancel()
+        self._timer_tasks.clear()
         if self.portmap is not None:
             await self.portmap.close()
         for listener in self.listeners:

@@ -206,6 +206,16 @@ class NlmProgram:
     def _sm_notify(self, a: SmStatus, call: Call) -> None:
         self._done(self.service.sm_notify(a, call, self._clock()))
 
+    def peer_status(self, mon_name: str, state: int, priv: bytes) -> int:
+        """statd's status callback delivered in-process (the daemon's route from its own
+        statd): drop the host the callback names, as procedure 16 would.  Returns how many
+        hosts were dropped (0 or 1)."""
+        host = self.service.hosts.rebooted(mon_name, priv, state)
+        if host is None:
+            return 0
+        self._carry_out(self.service.drop_host(host, self._clock()))
+        return 1
+
     # -- message-passing forms: reply nothing, send *_RES ---------------------------------
 
     def _send_res(self, call: Call, caller_name: str, proc: NlmProc, r: Any) -> object:
