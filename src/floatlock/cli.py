@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     statd.add_arguments(statd_parser)
     statd_parser.set_defaults(func=_cmd_statd)
+
+    from floatlock.nlm.cli import add_subcommands as add_nlm_subcommands
+
+    add_nlm_subcommands(sub)
     return parser
 
 
