@@ -8,7 +8,8 @@ from floatlock.nlm.effects import Effect, Granted, Released
 from floatlock.nlm.locks import LockConflictError, LockManager
 from floatlock.nlm.ranges import RANGE_END, LockRangeError, byte_range, range_length
 from floatlock.nlm.records import Lock
-from floatlock.nlm.results import LimitExceeded, LockDenied, LockGranted
+from floatlock.nlm.results import LimitExceeded, LockBlocked, LockDenied, LockGranted
+from floatlock.nlm.shares import ShareAccess, ShareDeny
 
 F = "file-1"
 G = "file-2"
@@ -357,3 +358,22 @@ def test_many_owners_on_one_file() -> None:
     for i in range(1000):
         assert m.unlock(G, ("r", i), 0, 0)
     assert m.held(file=G) == []
+
+
+def test_owner_holds_and_file_in_use() -> None:
+    m = LockManager()
+    assert not m.owner_holds("f", "o1") and not m.file_in_use("f")
+    assert isinstance(m.lock("f", "o1", "h", 0, 10, True, block=False, now=0.0), LockGranted)
+    assert m.owner_holds("f", "o1") and not m.owner_holds("f", "o2")
+    assert not m.owner_holds("g", "o1")
+    assert isinstance(m.lock("f", "o2", "h", 0, 10, True, block=True, now=0.0), LockBlocked)
+    m.unlock("f", "o1", 0, 5)
+    assert m.owner_holds("f", "o1") and m.file_in_use("f")
+    m.unlock("f", "o1", 5, 5)  # o2 is granted from the queue
+    assert not m.owner_holds("f", "o1") and m.owner_holds("f", "o2")
+    m.unlock("f", "o2", 0, 0)
+    assert not m.file_in_use("f")
+    m.share("f", "o3", "h", ShareAccess.READ, ShareDeny.NONE)
+    assert m.file_in_use("f")
+    m.unshare("f", "o3")
+    assert not m.file_in_use("f")

@@ -206,3 +206,95 @@ def test_share_and_drop_server(env: Env) -> None:
     assert env.svc.share(s2, call(C2, VIP2), 2.0).reply.stat == Nlm4Stat.GRANTED
     assert [h.key.server for h in env.hosts] == [VIP2]
     assert len(env.svc.locks.held()) == 1
+
+
+def test_local_holder_release_wakes_the_waiter_on_the_next_poll(env: Env) -> None:
+    env.monitor(C1, VIP1)
+    local = LocalHolder(env.path, 0, 10)
+    try:
+        assert local.locked
+        assert env.lock(C1, VIP1, 1, 5, 10, block=True)[0] == Nlm4Stat.BLOCKED
+        assert len(env.svc.local_waits) == 1  # vetoed by the kernel only
+        assert env.svc.poll_local(2.0) == []  # still held: nothing to do
+        assert len(env.svc.local_waits) == 1
+    finally:
+        local.release()
+    effects = env.svc.poll_local(3.0)
+    sends = [e for e in effects if isinstance(e, SendGranted)]
+    assert len(sends) == 1 and sends[0].args.lock.svid == 1 and sends[0].host.server == VIP1
+    assert not sends[0].msg and sends[0].args.cookie == b"ck1"
+    assert len(env.svc.local_waits) == 0
+    assert [(lk.start, lk.end) for lk in env.svc.locks.held()] == [(5, 15)]
+    probe = LocalHolder(env.path, 6, 1)  # granted in the kernel too
+    probe.release()
+    assert not probe.locked
+
+
+def test_nlm_holder_is_not_polled_and_cancel_forgets_the_note(env: Env) -> None:
+    env.monitor(C1, VIP1)
+    env.monitor(C2, VIP1)
+    assert env.lock(C1, VIP1, 1, 0, 10)[0] == Nlm4Stat.GRANTED
+    assert env.lock(C2, VIP1, 2, 0, 10, block=True)[0] == Nlm4Stat.BLOCKED
+    assert len(env.svc.local_waits) == 0  # blocked by an NLM lock: woken by its UNLOCK
+    local = LocalHolder(env.path, 50, 10)
+    try:
+        assert env.lock(C2, VIP1, 3, 50, 5, block=True)[0] == Nlm4Stat.BLOCKED
+        assert len(env.svc.local_waits) == 1
+        out = env.svc.cancel(CancArgs(b"", True, True, env.nlock(3, 50, 5)), call(C2, VIP1), 2.0)
+        assert out.reply.stat == Nlm4Stat.GRANTED
+        assert env.svc.poll_local(2.5) == []
+        assert len(env.svc.local_waits) == 0  # the note went with the request
+    finally:
+        local.release()
+
+
+def test_non_blocking_veto_leaves_no_note_behind(env: Env) -> None:
+    env.monitor(C1, VIP1)
+    local = LocalHolder(env.path, 0, 10)
+    try:
+        assert env.lock(C1, VIP1, 1, 0, 10)[0] == Nlm4Stat.DENIED
+    finally:
+        local.release()
+    env.svc.poll_local(2.0)
+    assert len(env.svc.local_waits) == 0 and env.svc.open_files() == 0
+
+
+def test_open_file_cache_is_pruned_when_the_file_is_unused(env: Env) -> None:
+    env.monitor(C1, VIP1)
+    env.monitor(C2, VIP1)
+    r = env.svc.test(NlmTestArgs(b"t", True, env.nlock(1, 0, 1)), call(C1, VIP1), 1.0)
+    assert r.stat == Nlm4Stat.GRANTED and env.svc.open_files() == 0
+    assert env.lock(C1, VIP1, 1, 0, 10)[0] == Nlm4Stat.GRANTED
+    assert env.svc.open_files() == 1
+    assert env.lock(C2, VIP1, 2, 0, 10, block=True)[0] == Nlm4Stat.BLOCKED
+    env.unlock(C1, VIP1, 1, 0, 10)  # C2 is granted from the queue: still in use
+    assert env.svc.open_files() == 1
+    assert env.svc.locks.owner_holds(env.svc.locks.held()[0].file, env.svc.locks.held()[0].owner)
+    env.unlock(C2, VIP1, 2, 0, 10)
+    assert env.svc.open_files() == 0 and len(env.kernel) == 0
+    s1 = ShareArgs(b"", Share("a", env.fh, b"o1", 0, 1), False)
+    assert env.svc.share(s1, call(C1, VIP1), 1.0).reply.stat == Nlm4Stat.GRANTED
+    assert env.svc.open_files() == 1
+    assert env.svc.unshare(s1, call(C1, VIP1), 1.0).reply.stat == Nlm4Stat.GRANTED
+    assert env.svc.open_files() == 0
+    assert env.lock(C1, VIP1, 1, (1 << 64) - 1, 2)[0] == Nlm4Stat.FBIG
+    assert env.svc.open_files() == 0
+    assert env.lock(C1, VIP1, 3, 0, 1)[0] == Nlm4Stat.GRANTED
+    env.svc.drop_server(VIP1, 5.0)
+    assert env.svc.open_files() == 0
+
+
+def test_lock_msg_waiter_is_granted_with_granted_msg_and_own_cookie(env: Env) -> None:
+    env.monitor(C1, VIP1)
+    env.monitor(C2, VIP1)
+    assert env.lock(C1, VIP1, 1, 0, 10)[0] == Nlm4Stat.GRANTED
+    a = LockArgs(b"same", True, True, env.nlock(2, 0, 10), False, 3)
+    assert env.svc.lock(a, call(C2, VIP1), 1.0, msg=True).reply.stat == Nlm4Stat.BLOCKED
+    a = LockArgs(b"same", True, True, env.nlock(3, 0, 10), False, 3)
+    assert env.svc.lock(a, call(C2, VIP1), 1.0, msg=True).reply.stat == Nlm4Stat.BLOCKED
+    out = env.svc.unlock(UnlockArgs(b"", env.nlock(1, 0, 10)), call(C1, VIP1), 2.0)
+    (g,) = [e for e in out.effects if isinstance(e, SendGranted)]
+    assert g.msg and g.args.lock.svid == 2 and g.args.cookie != b"same"
+    out = env.svc.granted_answered(g.blocked, Nlm4Stat.DENIED, 3.0)
+    (g2,) = [e for e in out.effects if isinstance(e, SendGranted)]
+    assert g2.msg and g2.args.lock.svid == 3 and g2.args.cookie not in (b"same", g.args.cookie)

@@ -99,6 +99,10 @@ class BlockedQueue:
                 return waiter
         return None
 
+    def has_file(self, file: FileKey) -> bool:
+        """True when requests are queued on ``file``."""
+        return file in self._by_file
+
     def of_file(self, file: FileKey) -> list[Waiter]:
         """``file``'s requests in arrival order."""
         return list(self._by_file.get(file, ()))

@@ -14,6 +14,12 @@ name the server has.
   retransmits within one attempt; attempts are repeated ``attempts`` times), and returns the
   ``nlm_res`` status, or None when the client never answered: lockd then takes the grant back
   (:meth:`floatlock.nlm.service.NlmService.granted_answered`).
+* :meth:`NlmCallbacks.granted_msg` is the asynchronous form for clients that asked with
+  LOCK_MSG: it calls NLM_GRANTED_MSG (procedure 10, whose RPC reply, if the client sends one,
+  is void and means nothing) and waits for the client's NLM_GRANTED_RES call (procedure 15),
+  which the program hands to :meth:`NlmCallbacks.granted_res`.  The ``nlm_testargs`` cookie is
+  lockd's own, unique per grant, and GRANTED_RES is matched by it and by the client address;
+  a missing GRANTED_RES makes it resend GRANTED_MSG, ``attempts`` times in all.
 * :meth:`NlmCallbacks.result` sends one ``*_RES`` call; it is void and best effort (a lost
   result makes the client retry its ``*_MSG``, as XNFS expects).
 
@@ -23,6 +29,8 @@ portmapper by default); tests pass a fixed port.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -62,6 +70,8 @@ class NlmCallbacks:
         self.rto = rto
         self.sent = 0
         self.failed = 0
+        # (client address, cookie) -> the GRANTED_RES status awaited for a GRANTED_MSG.
+        self._res: dict[tuple[str, bytes], asyncio.Future[int]] = {}
 
     async def _call(self, client: str, source: str, vers: int, proc: int, body: bytes) -> bytes:
         port = await self._port_of(client, vers, source)
@@ -86,6 +96,43 @@ class NlmCallbacks:
                 log.info("GRANTED to %s (attempt %d) failed: %s", host.addr, attempt + 1, e)
         self.failed += 1
         return None
+
+    async def granted_msg(self, eff: SendGranted) -> int | None:
+        """Call NLM_GRANTED_MSG and await GRANTED_RES; its status, or None if none came."""
+        codec = codec_for(eff.vers)
+        body = codec.encode_testargs(eff.args)
+        host = eff.host
+        key = (host.addr, eff.args.cookie)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._res[key] = fut
+        try:
+            for attempt in range(self.attempts):
+                sending = asyncio.ensure_future(
+                    self._call(host.addr, host.server, eff.vers, NlmProc.GRANTED_MSG, body)
+                )
+                try:
+                    stat = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+                except TimeoutError:
+                    log.info("no GRANTED_RES from %s (attempt %d)", host.addr, attempt + 1)
+                    continue
+                finally:
+                    sending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await sending
+                self.sent += 1
+                return stat
+        finally:
+            del self._res[key]
+        self.failed += 1
+        return None
+
+    def granted_res(self, client: str, cookie: bytes, stat: int) -> bool:
+        """A GRANTED_RES arrived from ``client``; True when it answered a GRANTED_MSG."""
+        fut = self._res.get((client, cookie))
+        if fut is None or fut.done():
+            return False
+        fut.set_result(stat)
+        return True
 
     async def result(self, eff: SendResult) -> bool:
         """Send a ``*_RES`` call; True when the client accepted it."""

@@ -294,6 +294,19 @@ class LockManager:
             found = self._shares.all()
         return [s for s in found if host is None or s.host == host]
 
+    def owner_holds(self, file: FileKey, owner: OwnerKey) -> bool:
+        """True when ``owner`` holds a lock on ``file`` (O(1): lockd closes the owner's
+        kernel descriptor of the file when this turns False)."""
+        return self._table.owner_holds(file, owner)
+
+    def file_in_use(self, file: FileKey) -> bool:
+        """True while ``file`` has held locks, queued requests or share reservations."""
+        return (
+            self._table.file(file) is not None
+            or self._queue.has_file(file)
+            or self._shares.has_file(file)
+        )
+
     def lock_count(self, host: HostKey) -> int:
         """Held lock records of ``host`` (what ``max_locks_per_host`` caps)."""
         return self._table.count(host)

@@ -47,6 +47,11 @@ class LockTable:
         """Owners of ``host`` that hold locks."""
         return list(self._host_owners.get(host, ()))
 
+    def owner_holds(self, file: FileKey, owner: OwnerKey) -> bool:
+        """True when ``owner`` holds at least one record on ``file`` (two dict lookups)."""
+        files = self._owner_files.get(owner)
+        return files is not None and file in files
+
     def files_of(self, owner: OwnerKey) -> list[FileKey]:
         """Files on which ``owner`` holds locks."""
         return list(self._owner_files.get(owner, ()))

@@ -13,7 +13,13 @@ service's effects:
   requests of the same host wait for the same answer;
 * :class:`~floatlock.nlm.service.SendGranted` becomes an NLM_GRANTED call in a task
   (:mod:`floatlock.nlm.callbacks`), whose answer goes back to the service;
-* ``*_MSG`` procedures are answered with no reply and a ``*_RES`` call in a task.
+* ``*_MSG`` procedures are answered with no reply and a ``*_RES`` call in a task; a LOCK_MSG
+  that blocks is granted later with NLM_GRANTED_MSG, and the client's GRANTED_RES (procedure
+  15) is its answer (XNFS NLM, "Asynchronous procedures").  The other ``*_RES`` procedures
+  (11-14) are accepted and ignored: lockd sends no ``*_MSG`` requests of its own;
+* while NLM requests wait for a lock held outside lockd (a local process), a timer runs
+  :meth:`~floatlock.nlm.service.NlmService.poll_local` every ``local_poll_interval`` seconds
+  (design in :mod:`floatlock.nlm.localwait`); it stops when no such request is left.
 
 LOCK, CANCEL, UNLOCK, SHARE, UNSHARE, NM_LOCK and their ``_MSG`` forms change state and go
 through the duplicate request cache (``idempotent=False``).  ``housekeeping(now)`` is for the
@@ -28,8 +34,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from floatlock.address import canonical_ip
 from floatlock.nlm.callbacks import NlmCallbacks
 from floatlock.nlm.hosts import Host, HostKey, HostLimitError, MonitorHost, UnmonitorHost
+from floatlock.nlm.localwait import DEFAULT_POLL_INTERVAL
 from floatlock.nlm.proto import (
     NLM_PROG,
     CancArgs,
@@ -71,6 +79,7 @@ class NlmProgram:
         unmonitor: Unmonitor | None = None,
         clock: Callable[[], float] = time.monotonic,
         blocked_max_age: float = 120.0,
+        local_poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         self.service = service
         self.callbacks = callbacks
@@ -80,6 +89,8 @@ class NlmProgram:
         self.blocked_max_age = blocked_max_age
         self._monitoring: dict[HostKey, asyncio.Future[bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.local_poll_interval = local_poll_interval
+        self._local_timer: asyncio.TimerHandle | None = None
 
     # -- registration ---------------------------------------------------------------------
 
@@ -101,6 +112,11 @@ class NlmProgram:
             P.LOCK_MSG: Procedure("LOCK_MSG", self._lock_msg, c.lockargs, idempotent=False),
             P.CANCEL_MSG: Procedure("CANCEL_MSG", self._cancel_msg, c.cancargs, idempotent=False),
             P.UNLOCK_MSG: Procedure("UNLOCK_MSG", self._unlock_msg, c.unlockargs, idempotent=False),
+            P.TEST_RES: Procedure("TEST_RES", self._ignore_res, c.testres),
+            P.LOCK_RES: Procedure("LOCK_RES", self._ignore_res, c.res),
+            P.CANCEL_RES: Procedure("CANCEL_RES", self._ignore_res, c.res),
+            P.UNLOCK_RES: Procedure("UNLOCK_RES", self._ignore_res, c.res),
+            P.GRANTED_RES: Procedure("GRANTED_RES", self._granted_res, c.res),
             P.SM_NOTIFY: Procedure("SM_NOTIFY", self._sm_notify, NlmCodec.sm_status),
         }
         if vers >= 3:
@@ -129,9 +145,19 @@ class NlmProgram:
                 self._spawn(self._granted(e))
             elif isinstance(e, SendResult):
                 self._spawn(self.callbacks.result(e))
+        if self.service.local_waits and self._local_timer is None:
+            loop = asyncio.get_running_loop()
+            self._local_timer = loop.call_later(self.local_poll_interval, self._poll_local)
+
+    def _poll_local(self) -> None:
+        self._local_timer = None
+        self._carry_out(self.service.poll_local(self._clock()))
 
     async def _granted(self, e: SendGranted) -> None:
-        stat = await self.callbacks.granted(e)
+        if e.msg:
+            stat = await self.callbacks.granted_msg(e)
+        else:
+            stat = await self.callbacks.granted(e)
         self._carry_out(self.service.granted_answered(e.blocked, stat, self._clock()).effects)
 
     def _done(self, outcome: Outcome) -> Any:
@@ -172,10 +198,10 @@ class NlmProgram:
     def _test(self, a: TestArgs, call: Call) -> TestRes:
         return self.service.test(a, call, self._clock())
 
-    async def _lock(self, a: LockArgs, call: Call) -> Res:
+    async def _lock(self, a: LockArgs, call: Call, msg: bool = False) -> Res:
         if not await self._host_ready(a.lock.caller_name, call):
             return Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS)
-        reply: Res = self._done(self.service.lock(a, call, self._clock()))
+        reply: Res = self._done(self.service.lock(a, call, self._clock(), msg=msg))
         return reply
 
     def _nm_lock(self, a: LockArgs, call: Call) -> Res:
@@ -231,7 +257,7 @@ class NlmProgram:
         return self._send_res(call, a.lock.caller_name, NlmProc.TEST_RES, r)
 
     async def _lock_msg(self, a: LockArgs, call: Call) -> object:
-        r = await self._lock(a, call)
+        r = await self._lock(a, call, msg=True)
         return self._send_res(call, a.lock.caller_name, NlmProc.LOCK_RES, r)
 
     def _cancel_msg(self, a: CancArgs, call: Call) -> object:
@@ -241,6 +267,15 @@ class NlmProgram:
     def _unlock_msg(self, a: UnlockArgs, call: Call) -> object:
         r = self._unlock(a, call)
         return self._send_res(call, a.lock.caller_name, NlmProc.UNLOCK_RES, r)
+
+    def _ignore_res(self, r: object, call: Call) -> None:
+        log.debug("%s from %s ignored: lockd sends no *_MSG requests", r, call.client_ip)
+
+    def _granted_res(self, r: Res, call: Call) -> None:
+        client = call.client_ip
+        client = canonical_ip(client) if ":" in client else client
+        if not self.callbacks.granted_res(client, r.cookie, r.stat):
+            log.info("GRANTED_RES from %s answers no GRANTED_MSG of ours", client)
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -253,6 +288,12 @@ class NlmProgram:
         for unmon in svc.hosts.collect(now):
             if self._unmonitor is not None:
                 self._spawn(self._unmonitor(unmon))
+
+    def close(self) -> None:
+        """Stop the local-holder timer (shutdown)."""
+        if self._local_timer is not None:
+            self._local_timer.cancel()
+            self._local_timer = None
 
     async def drain(self) -> None:
         """Wait for the callbacks in flight (tests, shutdown)."""

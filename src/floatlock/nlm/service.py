@@ -28,24 +28,25 @@ An NLM owner is ``(host key, svid, oh)`` (XNFS "nlm4_lock"); a share owner ``(ho
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Hashable
-from dataclasses import dataclass, field
-from typing import Any
 
 from floatlock.address import ServerAddress, is_loopback
 from floatlock.nlm import effects as fx
 from floatlock.nlm.files import FileResolver, LockFile, StaleHandle
 from floatlock.nlm.grace import GraceClocks
-from floatlock.nlm.hosts import Host, HostLimitError, HostTable, MonitorHost
+from floatlock.nlm.hosts import Host, HostLimitError, HostTable
 from floatlock.nlm.kernel import KernelMirror
+from floatlock.nlm.localwait import LocalWaits
 from floatlock.nlm.locks import LockManager
+from floatlock.nlm.outcomes import Effect, Outcome, SendGranted, SendResult, Waiting
 from floatlock.nlm.proto import (
     CancArgs,
     Holder,
     LockArgs,
     Nlm4Stat,
     NlmLock,
-    NlmProc,
     Notify,
     Res,
     ShareArgs,
@@ -69,50 +70,7 @@ from floatlock.nlm.results import (
 from floatlock.nlm.shares import ShareAccess, ShareDeny
 from floatlock.rpc.dispatch import Call
 
-__all__ = ["NlmService", "Outcome", "SendGranted", "SendResult"]
-
-
-@dataclass(frozen=True, slots=True)
-class SendGranted:
-    """Call NLM_GRANTED (version ``vers``) on ``host`` from ``host.server``; retransmit until
-    answered, then report with :meth:`NlmService.granted_answered`."""
-
-    host: Host
-    vers: int
-    args: TestArgs
-    blocked: BlockedLock
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """Call ``proc`` (a ``*_RES`` procedure) on ``host``'s NLM with the encoded ``result``."""
-
-    host: Host
-    vers: int
-    proc: NlmProc
-    result: TestRes | Res | ShareRes
-
-
-Effect = SendGranted | SendResult | MonitorHost | fx.Effect
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What a handler decided: the reply (None for void) and what to do outside."""
-
-    reply: Any
-    effects: list[Effect] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Waiting:
-    """What lockd needs to send NLM_GRANTED for a queued request."""
-
-    host: Host
-    vers: int
-    cookie: bytes
-    lock: NlmLock
-    exclusive: bool
+__all__ = ["Effect", "NlmService", "Outcome", "SendGranted", "SendResult"]
 
 
 _STAT_FOR_LIMIT = Nlm4Stat.DENIED_NOLOCKS
@@ -134,8 +92,11 @@ class NlmService:
         self.files = files
         self.kernel = kernel
         self.locks = LockManager(admit=self._admit if kernel is not None else None, **lock_limits)
-        self._open: dict[Hashable, LockFile] = {}  # file key -> LockFile, for the kernel
-        self._waiting: dict[tuple[Hashable, Hashable, int, int, bool], _Waiting] = {}
+        self._open: dict[Hashable, LockFile] = {}  # file key -> LockFile, while in use
+        self._waiting: dict[tuple[Hashable, Hashable, int, int, bool], Waiting] = {}
+        #: Queued requests the kernel refused because of a local holder (see localwait).
+        self.local_waits = LocalWaits()
+        self._cookies = itertools.count(1)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -145,6 +106,10 @@ class NlmService:
 
     def needs_monitor(self, host: Host) -> bool:
         return not host.monitored
+
+    def open_files(self) -> int:
+        """Files lockd keeps resolved (those with locks, queued requests or shares)."""
+        return len(self._open)
 
     def _admit(self, lock: Lock) -> bool:
         lf = self._open.get(lock.file)
@@ -156,12 +121,43 @@ class NlmService:
             )
         except OSError:
             return False
-        return busy is None
+        if busy is not None:
+            self.local_waits.note(lock)
+            return False
+        return True
 
     def _file(self, fh: bytes) -> LockFile:
         lf = self.files.resolve(fh)
         self._open.setdefault(lf.key, lf)
         return lf
+
+    def _prune(self, file: Hashable) -> None:
+        """Forget ``file`` once nothing (lock, queued request, share) refers to it."""
+        if file in self._open and not self.locks.file_in_use(file):
+            del self._open[file]
+            self.local_waits.discard(file)
+
+    def _prune_resolved(self, fh: bytes) -> None:
+        with contextlib.suppress(StaleHandle):
+            self._prune(self.files.resolve(fh).key)
+
+    def _prune_touched(self, out: list[Effect]) -> None:
+        """Prune every file the effects in ``out`` released something on."""
+        files: dict[Hashable, None] = {}
+        for e in out:
+            if isinstance(e, fx.Released):
+                files[e.lock.file] = None
+            elif isinstance(e, fx.Cancelled):
+                files[e.blocked.lock.file] = None
+            elif isinstance(e, fx.ShareRemoved):
+                files[e.share.file] = None
+        for file in files:
+            self._prune(file)
+
+    def _close_if_idle(self, owner: Hashable, file: Hashable) -> None:
+        """Close ``owner``'s kernel description of ``file`` once it holds nothing there."""
+        if self.kernel is not None and not self.locks.owner_holds(file, owner):
+            self.kernel.close(owner, file)
 
     def _apply(self, effects: tuple[fx.Effect, ...], out: list[Effect]) -> None:
         """Carry core effects into the kernel and the GRANTED callbacks."""
@@ -170,17 +166,46 @@ class NlmService:
             if isinstance(e, fx.Released) and self.kernel is not None:
                 lk = e.lock
                 self.kernel.unlock(lk.owner, lk.file, lk.start, lk.end)
+                self._close_if_idle(lk.owner, lk.file)
             elif isinstance(e, fx.GrantedFromQueue):
                 lk = e.blocked.lock
                 w = self._waiting.pop(_wkey(lk), None)
                 if w is not None:
-                    out.append(
-                        SendGranted(
-                            w.host, w.vers, TestArgs(w.cookie, w.exclusive, w.lock), e.blocked
-                        )
-                    )
+                    # GRANTED_MSG answers come back as GRANTED_RES, matched by our own cookie.
+                    cookie = next(self._cookies).to_bytes(8, "big") if w.msg else w.cookie
+                    args = TestArgs(cookie, w.exclusive, w.lock)
+                    out.append(SendGranted(w.host, w.vers, args, e.blocked, w.msg))
             elif isinstance(e, fx.Cancelled):
                 self._waiting.pop(_wkey(e.blocked.lock), None)
+
+    def poll_local(self, now: float) -> list[Effect]:
+        """Retry the queues of files whose waiters a local holder may have let go of.
+
+        One F_OFD_GETLK per noted request (see :mod:`floatlock.nlm.localwait`); a file's queue
+        is rerun only when one of them is free now.
+        """
+        out: list[Effect] = []
+        for file in self.local_waits.files():
+            noted = self.local_waits.take(file)
+            queued = {w.lock for w in self.locks.waiting(file=file)}
+            live = [lk for lk in noted if lk in queued]
+            lf = self._open.get(file)
+            if not live or lf is None or self.kernel is None:
+                continue
+            if any(self._kernel_free(lf, lk) for lk in live):
+                self._apply(self.locks.retry_file(file), out)  # re-notes what is still busy
+            else:
+                for lk in live:
+                    self.local_waits.note(lk)
+        self._prune_touched(out)
+        return out
+
+    def _kernel_free(self, lf: LockFile, lk: Lock) -> bool:
+        assert self.kernel is not None
+        try:
+            return self.kernel.test(lk.owner, lf, lk.start, lk.end, lk.exclusive) is None
+        except OSError:
+            return True  # let the retry's own veto decide
 
     def _settle(self, host: Host, now: float) -> None:
         key = host.key
@@ -206,7 +231,13 @@ class NlmService:
             return TestRes(a.cookie, Nlm4Stat.DENIED_GRACE_PERIOD)
         lk = a.lock
         try:
-            lf = self._file(lk.fh)
+            return self._test(a, host, lk)
+        except StaleHandle:
+            return TestRes(a.cookie, Nlm4Stat.STALE_FH)
+
+    def _test(self, a: TestArgs, host: Host, lk: NlmLock) -> TestRes:
+        lf = self._file(lk.fh)
+        try:
             owner = self._owner(host, lk)
             held = self.locks.test(lf.key, owner, lk.offset, lk.length, a.exclusive)
             if held is not None:
@@ -220,18 +251,24 @@ class NlmService:
                     length = 0 if kh.end >= 1 << 64 else kh.end - kh.start
                     h = Holder(kh.exclusive, kh.pid, b"", kh.start, length)
                     return TestRes(a.cookie, Nlm4Stat.DENIED, h)
-        except StaleHandle:
-            return TestRes(a.cookie, Nlm4Stat.STALE_FH)
         except LockRangeError:
             return TestRes(a.cookie, Nlm4Stat.FBIG)
         except OSError:
             return TestRes(a.cookie, Nlm4Stat.DENIED_NOLOCKS)
+        finally:
+            self._prune(lf.key)
         return TestRes(a.cookie, Nlm4Stat.GRANTED)
 
     # -- LOCK -----------------------------------------------------------------------------
 
-    def lock(self, a: LockArgs, call: Call, now: float, *, monitored: bool = True) -> Outcome:
-        """LOCK / NM_LOCK (``monitored=False``).  The adapter gets the host monitored first."""
+    def lock(
+        self, a: LockArgs, call: Call, now: float, *, monitored: bool = True, msg: bool = False
+    ) -> Outcome:
+        """LOCK / NM_LOCK (``monitored=False``).  The adapter gets the host monitored first.
+
+        ``msg``: the request came as LOCK_MSG, so a later grant is sent as GRANTED_MSG (XNFS
+        NLM, "Asynchronous procedures").
+        """
         out: list[Effect] = []
         try:
             host = self.host_for(a.lock.caller_name, call, now)
@@ -247,19 +284,22 @@ class NlmService:
         block = a.block and monitored
         try:
             lf = self._file(lk.fh)
+        except StaleHandle:
+            return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
+        try:
             owner = self._owner(host, lk)
             r = self.locks.lock(
                 lf.key, owner, host.key, lk.offset, lk.length, a.exclusive, block=block, now=now
             )
-        except StaleHandle:
-            return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
         except LockRangeError:
+            self._prune(lf.key)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
         if isinstance(r, LockBlocked):
-            self._waiting[_wkey(r.blocked.lock)] = _Waiting(
-                host, call.vers, a.cookie, lk, a.exclusive
+            self._waiting[_wkey(r.blocked.lock)] = Waiting(
+                host, call.vers, a.cookie, lk, a.exclusive, msg
             )
         self._apply(r.effects, out)
+        self._prune(lf.key)
         self._settle(host, now)
         if isinstance(r, LockGranted):
             stat = Nlm4Stat.GRANTED
@@ -290,8 +330,10 @@ class NlmService:
         except StaleHandle:
             return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
         except LockRangeError:
+            self._prune_resolved(lk.fh)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
         self._apply(effects, out)
+        self._prune(lf.key)
         self._settle(host, now)
         return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), out)
 
@@ -312,12 +354,11 @@ class NlmService:
         except StaleHandle:
             return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
         except LockRangeError:
+            self._prune_resolved(lk.fh)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
         self._apply(effects, out)
-        if self.kernel is not None and not any(
-            h.owner == owner for h in self.locks.held(file=lf.key)
-        ):
-            self.kernel.close(owner, lf.key)
+        self._close_if_idle(owner, lf.key)
+        self._prune(lf.key)
         self._settle(host, now)
         return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), out)
 
@@ -332,6 +373,7 @@ class NlmService:
             if self.kernel is not None:
                 self.kernel.unlock(lk.owner, lk.file, lk.start, lk.end)
             self._apply(self.locks.undo_grant(blocked), out)
+            self._prune(lk.file)
         return Outcome(None, out)
 
     # -- SHARE / UNSHARE ------------------------------------------------------------------
@@ -355,6 +397,7 @@ class NlmService:
         )
         out: list[Effect] = []
         self._apply(r.effects, out)
+        self._prune(lf.key)
         self._settle(host, now)
         if isinstance(r, ShareGranted):
             return Outcome(ShareRes(a.cookie, Nlm4Stat.GRANTED), out)
@@ -373,6 +416,7 @@ class NlmService:
             return Outcome(ShareRes(a.cookie, Nlm4Stat.STALE_FH))
         out: list[Effect] = []
         self._apply(self.locks.unshare(lf.key, (host.key, s.oh)), out)
+        self._prune(lf.key)
         self._settle(host, now)
         return Outcome(ShareRes(a.cookie, Nlm4Stat.GRANTED), out)
 
@@ -380,6 +424,7 @@ class NlmService:
         """Cancel queued requests the client stopped re-sending (see LockManager.expire)."""
         out: list[Effect] = []
         self._apply(self.locks.expire(now, max_age), out)
+        self._prune_touched(out)
         return out
 
     # -- dropping state -------------------------------------------------------------------
@@ -390,6 +435,7 @@ class NlmService:
         if self.kernel is not None:
             self.kernel.drop_host(host.key)  # first: the core's wake-ups run the kernel veto
         self._apply(self.locks.drop_host(host.key), out)
+        self._prune_touched(out)
         self._settle(host, now)
         return out
 

@@ -125,6 +125,10 @@ class ShareTable:
         """The reservations held by ``owner``."""
         return list(self._by_owner.get(owner, {}).values())
 
+    def has_file(self, file: FileKey) -> bool:
+        """True when ``file`` has reservations."""
+        return file in self._by_file
+
     def of_file(self, file: FileKey) -> list[ShareReservation]:
         """The reservations held on ``file``."""
         return list(self._by_file.get(file, {}).values())
