@@ -151,6 +151,7 @@ def build_daemon(cfg: Config) -> Daemon:
     daemon.add_timer(HOUSEKEEPING_SECONDS, program.housekeeping)
 
     async def close_lockd() -> None:
+        program.close()
         await program.drain()
         kernel.close_all()
 

@@ -10,7 +10,7 @@ import pytest
 
 from floatlock.address import ServerAddress
 from floatlock.nsm import proto
-from floatlock.nsm.monitor import Callback, Record
+from floatlock.nsm.monitor import Record
 from floatlock.nsm.proto import Mon, MonId, MyId, Proc, Res, SmStatRes, StatChge, Status
 from floatlock.nsm.statd import Statd, StatdConfig
 from floatlock.nsm.store import StateDir
@@ -33,13 +33,10 @@ class Harness:
         self.fired: list[tuple[Status, Record]] = []
         self.statd.add_local_callback(100021, 4, lambda s, r: self.fired.append((s, r)))
 
-    def seed(self, identity: str) -> None:
-        """A client recorded under ``identity`` before this start: it may reclaim, so the
-        identity starts in grace (an identity with no records needs none)."""
-        rec = Record("old-client", identity or "node-a", Callback(100021, 4, 16), PRIV)
-        store = self.statd.state_dir.identity(ServerAddress(identity))
-        store.ensure()
-        store.write_records("old-client", (rec,))
+    def in_grace(self, identity: str, seconds: float) -> None:
+        """As if ``identity`` had started with clients to notify: an identity with no
+        records starts with no grace (see Monitor.start)."""
+        self.statd.monitor.identities[ServerAddress(identity)].grace_until = self.now + seconds
 
     async def resolve(self, name: str) -> list[str]:
         # No DNS in tests: names resolve from this table only.
@@ -65,11 +62,11 @@ class Harness:
 def test_every_procedure(tmp_path: Path) -> None:
     async def main() -> None:
         h = Harness(tmp_path)
-        h.seed("")
-        h.seed(VS)
         await h.statd.start()
+        h.in_grace("", 60)
         h.now += 30  # the node's grace started 30 s before the virtual server's
         await h.statd.takeover(VS)
+        h.in_grace(VS, 60)
         # SM_STAT: the state of the identity the request arrived on
         body = h.call(Proc.SM_STAT, proto.encode_sm_name("whoever"))
         assert proto.decode_sm_stat_res(Decoder(body)) == SmStatRes(Res.STAT_SUCC, 1)
@@ -82,7 +79,6 @@ def test_every_procedure(tmp_path: Path) -> None:
         assert (r2.res_stat, r2.grace_remaining) == (Res.STAT_SUCC, 50)
         assert h.mon("127.0.0.8", "node-a", proc=Proc.SM_MON2).grace_remaining == 20
         store = StateDir(tmp_path).identity(ServerAddress(VS))
-        # (old-client moved to sm.bak/ at the takeover, to be notified)
         assert sorted(r.mon_name for r in store.load().records) == ["127.0.0.7", "127.0.0.8"]
         # SM_NOTIFY from a monitored peer fires the callbacks (by sender address here)
         h.call(Proc.SM_NOTIFY, proto.encode_stat_chge(StatChge("its-name", 9)), ("127.0.0.8", 1))
@@ -232,9 +228,9 @@ def test_host_named_peer_matched_by_resolved_sender(tmp_path: Path) -> None:
 def test_in_process_monitor_route(tmp_path: Path) -> None:
     async def main() -> None:
         h = Harness(tmp_path, grace=40)
-        h.seed(VS)
         await h.statd.start()
         await h.statd.takeover(VS)
+        h.in_grace(VS, 40)
         r = h.statd.monitor_local("127.0.0.7", VS, (100021, 4, 16), PRIV)
         assert (r.ok, r.state, r.grace_remaining) == (True, 1, 40)
         store = StateDir(tmp_path).identity(ServerAddress(VS))
