@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   rpcbind nfs-common rpcsvc-proto libtirpc-dev tshark iproute2 util-linux procps
-  qemu-system-x86 busybox-static cpio kmod gcc libc6-dev xz-utils
+  qemu-system-x86 busybox-static cpio kmod gcc libc6-dev xz-utils nfs-ganesha nfs-ganesha-vfs
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
