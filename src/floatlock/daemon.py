@@ -26,6 +26,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -104,6 +105,7 @@ class Daemon:
         self._timers.append((interval, fn))
 
     async def start(self) -> None:
+        _raise_fd_limit()
         endpoints: list[Endpoint] = []
         for svc in self.services:
             endpoints += await self._listen(svc)
@@ -203,6 +205,18 @@ class Daemon:
                 await fn()
             except Exception:
                 log.exception("error while stopping")
+
+
+def _raise_fd_limit() -> None:
+    """lockd mirrors every NLM lock owner's locks on a file through an open file description
+    of its own (OFD locks), and NFS keeps descriptors open: the default soft limit of 1024
+    would cap a server at about a thousand lock owners.  Take what the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.debug("open file limit raised from %d to %d", soft, target)
 
 
 async def serve(daemon: Daemon) -> int:
