@@ -410,3 +410,56 @@ def test_bad_arguments() -> None:
             await RpcClient.connect("127.0.0.1", 1, "udp", source="::1")
 
     asyncio.run(main())
+
+
+def test_shared_fixed_udp_port_for_parallel_peers() -> None:
+    """``share_port``: clients to different peers hold one fixed UDP source port at once and
+    each gets its own replies (statd -o); without it a second bind of the port fails."""
+
+    async def main() -> None:
+        servers = [await udp_server(h) for h in ("127.0.0.1", "127.0.0.2", "127.0.0.3")]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                fixed = s.getsockname()[1]
+            clients = [
+                await RpcClient.connect(
+                    tr.get_extra_info("sockname")[0],
+                    tr.get_extra_info("sockname")[1],
+                    "udp",
+                    source_port=fixed,
+                    share_port=True,
+                )
+                for tr, _ in servers
+            ]
+            try:
+                calls = [
+                    c.call(PROG, VERS, ECHO, opaque(b"peer%d" % i))
+                    for i, c in enumerate(clients)
+                    for _ in range(5)
+                ]
+                got = [Decoder(r).opaque() for r in await asyncio.gather(*calls)]
+                assert got == [b"peer%d" % i for i in range(3) for _ in range(5)]
+                for c in clients:
+                    who = Decoder(await c.call(PROG, VERS, WHO))
+                    who.string()
+                    assert who.u32() == fixed  # the server saw our fixed port
+                    assert c.local_address is not None and c.local_address[1] == fixed
+                    assert c.retransmits == 0
+                with pytest.raises(OSError):
+                    await RpcClient.connect("127.0.0.1", 9, "udp", source_port=fixed)
+                # One-shot calls take the same options.
+                tr0 = servers[0][0].get_extra_info("sockname")
+                body = await rpc_call(
+                    tr0[0], tr0[1], "udp", PROG, VERS, WHO, source_port=fixed, share_port=True
+                )
+                d = Decoder(body)
+                assert (d.string(), d.u32()) == ("127.0.0.1", fixed)
+            finally:
+                for c in clients:
+                    await c.close()
+        finally:
+            for tr, _ in servers:
+                tr.close()
+
+    asyncio.run(main())

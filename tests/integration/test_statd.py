@@ -5,23 +5,34 @@
 * takeover of a virtual address (127.0.0.10): SM_NOTIFY reaches a fake client statd, sent
   from 127.0.0.10 with mon_name 127.0.0.10, after a PMAP GETPORT on the client's portmapper.
 * lockd's SM_MON2 helper against our statd (grace) and against a standard statd (fallback).
+* ``-o PORT``: every SM_NOTIFY and its PMAP GETPORT leave from that port, in parallel, from the
+  node's wildcard and from a virtual address at once (the receiver checks the sender's port).
+* ``floatlock statd --listen 127.0.0.1 --listen ::1``: one port, UDP and TCP on both families.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from floatlock.address import ServerAddress
-from floatlock.net.client import RpcClient
+from floatlock.net.client import RpcClient, Transport
 from floatlock.net.tcp import TcpServer
 from floatlock.net.udp import UdpServer
 from floatlock.nsm import proto
+from floatlock.nsm.effects import Callback, Record
 from floatlock.nsm.monitor import Backoff
 from floatlock.nsm.notify import monitor
 from floatlock.nsm.proto import Mon, MonId, MyId, Proc, Res, StatChge, Status
-from floatlock.nsm.statd import Statd, StatdConfig
+from floatlock.nsm.statd import Statd, StatdConfig, add_arguments
+from floatlock.nsm.statd_cli import config_from_args, ipv6_available, listen_addresses
 from floatlock.nsm.store import StateDir
 from floatlock.portmap.proto import Endpoint
 from floatlock.portmap.register import builtin_portmapper
@@ -202,3 +213,130 @@ def test_lockd_helper_uses_sm_mon2_and_falls_back(tmp_path: Path) -> None:
             await tcp.close()
 
     asyncio.run(main())
+
+
+class RecordingDispatcher(Dispatcher):
+    """A dispatcher that notes who sent each call: (client ip, client port, prog, server)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, int, int, str]] = []
+
+    def dispatch(self, data: bytes, client: Any, server: ServerAddress, transport: str) -> Any:
+        prog = int.from_bytes(data[12:16], "big") if len(data) >= 16 else -1
+        self.seen.append((str(client[0]), int(client[1]), prog, str(server)))
+        return super().dispatch(data, client, server, transport)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_outgoing_port_notifications_leave_from_it(tmp_path: Path) -> None:
+    """statd -o PORT: every SM_NOTIFY and the PMAP GETPORT before it come from PORT, for the
+    node (wildcard source) and a virtual server (its own address) at once, in parallel."""
+    vs = "127.0.0.10"
+    peers = ["127.0.0.7", "127.0.0.8", "127.0.0.9", "127.0.1.1", "127.0.1.2"]
+    node_peer = "127.0.0.11"
+
+    async def main() -> None:
+        notified: set[tuple[str, str]] = set()
+
+        def on_notify(chge: StatChge, call: Call) -> None:
+            notified.add((chge.mon_name, str(call.server)))
+
+        recv = RecordingDispatcher()
+        recv.register(
+            100024, 1, {Proc.SM_NOTIFY: Procedure("SM_NOTIFY", on_notify, proto.decode_stat_chge)}
+        )
+        receiver = UdpServer(recv, "0.0.0.0", 0)
+        await receiver.start()
+        builtin_portmapper(recv, [Endpoint(100024, 1, "udp", receiver.port)], port=receiver.port)
+        sd = StateDir(tmp_path)
+        vstore = sd.identity(ServerAddress(vs))
+        vstore.ensure()
+        for p in peers:
+            vstore.write_records(p, (Record(p, vs, Callback(100021, 4, 16), PRIV),))
+        nstore = sd.identity(ServerAddress(""))
+        nstore.ensure()
+        nstore.write_records(
+            node_peer, (Record(node_peer, "127.0.0.1", Callback(100021, 4, 16), PRIV),)
+        )
+        out_port = free_udp_port()
+        cb = CallbackServer()
+        statd, udp, tcp = await start_statd(
+            tmp_path, cb, pmap_port=receiver.port, outgoing_port=out_port,
+            notify_timeout=1.0, notify_backoff=Backoff(0.1, 2, 0.5, 10),
+        )  # fmt: skip
+        try:
+            await statd.takeover(vs)
+            await asyncio.wait_for(statd.wait_idle(), 20)
+            # mon_name is the identity that speaks; call.server is the peer that was reached.
+            assert notified == {(vs, p) for p in peers} | {("127.0.0.1", node_peer)}
+            assert statd.notifier.sent == len(peers) + 1 and statd.notifier.failed == 0
+            assert vstore.load_backup().records == [] and nstore.load_backup().records == []
+            progs = {prog for _, _, prog, _ in recv.seen}
+            assert progs == {100000, 100024}  # GETPORT and SM_NOTIFY
+            assert {port for _, port, _, _ in recv.seen} == {out_port}
+            by_peer = {(ip, server) for ip, _, _, server in recv.seen}
+            assert by_peer == {(vs, p) for p in peers} | {("127.0.0.1", node_peer)}
+        finally:
+            await statd.stop()
+            udp.close()
+            await tcp.close()
+            receiver.close()
+
+    asyncio.run(main())
+
+
+def test_statd_command_options() -> None:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["-P", "/tmp/x", "-o", "2049"])
+    assert config_from_args(args).outgoing_port == 2049
+    assert config_from_args(p.parse_args(["-P", "/tmp/x"])).outgoing_port == 0
+    hosts, optional = listen_addresses(args.listen)
+    assert hosts == (["0.0.0.0", "::"] if ipv6_available() else ["0.0.0.0"])
+    assert optional == frozenset(h for h in hosts if ":" in h)
+    args = p.parse_args(["--listen", "127.0.0.1", "--listen", "::1", "--listen", "127.0.0.1"])
+    assert listen_addresses(args.listen) == (["127.0.0.1", "::1"], frozenset())
+
+
+def test_statd_listens_on_ipv4_and_ipv6(tmp_path: Path) -> None:
+    """``floatlock statd --listen 127.0.0.1 --listen ::1``: one port, UDP and TCP on both,
+    SM_MON from ::1 accepted as local (the callback would go back to ::1)."""
+    if not ipv6_available():
+        pytest.skip("no IPv6 on this host")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    script = "import sys; from floatlock.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "statd", "-P", str(tmp_path), "-L", "--no-rpcbind",
+         "--no-resolve", "--listen", "127.0.0.1", "--listen", "::1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on 127.0.0.1, ::1 port" in line, line
+        port = int(line.split()[-1])
+
+        async def main() -> None:
+            for host in ("127.0.0.1", "::1"):
+                transports: tuple[Transport, ...] = ("udp", "tcp")
+                for transport in transports:
+                    async with await RpcClient.connect(host, port, transport) as c:
+                        body = await c.call(100024, 1, Proc.SM_STAT, proto.encode_sm_name("x"))
+                        assert proto.decode_sm_stat_res(Decoder(body)).state % 2 == 1
+            async with await RpcClient.connect("::1", port, "udp") as c:
+                body = await c.call(100024, 1, Proc.SM_MON, mon_args("::1", "::1"))
+                assert proto.decode_sm_stat_res(Decoder(body)).res_stat == Res.STAT_SUCC
+
+        asyncio.run(main())
+        rec = (tmp_path / "node" / "sm").iterdir()
+        assert [p.read_text().split()[-1] for p in rec] == ["::1"]
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

@@ -252,3 +252,43 @@ def test_statd_wire_format_decodes_in_tshark(netns: Netns, tmp_path: Path) -> No
     assert {"1", "2", "3", "4", "5", "6"} <= procs, procs
     assert cap.read("stat && rpc.msgtyp == 1", *decode)  # replies decoded too
     assert cap.read("rpc.program == 100021 && rpc.procedure == 16")  # the SM_STATUS callback
+
+
+def test_statd_listens_on_both_families_and_registers_them(netns: Netns, tmp_path: Path) -> None:
+    """Default ``--listen``: 0.0.0.0 and ::, one port, udp/tcp/udp6/tcp6 with rpcbind; in a
+    namespace without IPv6 the :: listener is skipped and only udp/tcp are registered."""
+    for tool in ("rpcbind", "rpcinfo", "sysctl"):
+        require_tool(tool)
+
+    def statd_netids(ns: Netns) -> set[str]:
+        r = ns.run(["rpcinfo", "-T", "tcp", "127.0.0.1"])  # v4 DUMP: every netid
+        assert r.returncode == 0, r.stderr
+        return {
+            w[2] for w in (ln.split() for ln in r.stdout.splitlines()) if w[:2] == ["100024", "1"]
+        }
+
+    netns.popen(["rpcbind", "-w", "-f"])
+    netns.wait_until(["rpcinfo", "-p", "127.0.0.1"], "rpcbind did not start")
+    statd = start_statd(netns, tmp_path / "state", "-L")
+    assert statd_netids(netns) == {"udp", "tcp", "udp6", "tcp6"}
+    for netid, host in (("udp", "127.0.0.1"), ("tcp", "127.0.0.1"), ("udp6", "::1"),
+                        ("tcp6", "::1")):  # fmt: skip
+        r = netns.run(["rpcinfo", "-T", netid, host, "100024", "1"])
+        assert r.returncode == 0 and "ready and waiting" in r.stdout, (netid, r.stdout, r.stderr)
+    statd.terminate()
+    assert statd.wait(30) == 0
+    assert statd_netids(netns) == set()  # unregistered on a clean stop
+
+    nov6 = Netns()
+    try:
+        r = nov6.run(["sysctl", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                      "net.ipv6.conf.lo.disable_ipv6=1"])  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        nov6.popen(["rpcbind", "-w", "-f"])
+        nov6.wait_until(["rpcinfo", "-p", "127.0.0.1"], "rpcbind did not start")
+        statd = start_statd(nov6, tmp_path / "state2", "-L")
+        assert statd_netids(nov6) == {"udp", "tcp"}
+        statd.terminate()
+        assert statd.wait(30) == 0
+    finally:
+        nov6.close()

@@ -6,7 +6,9 @@ floatlock calls out as well as answering: NLM GRANTED callbacks and ``*_RES`` me
 clients, SM_NOTIFY to peers' statd, rpcbind registration.  A virtual server must be seen
 calling *from its own address* (a client's statd and lockd match the caller by address), so
 every client socket can be bound to a ``source`` address, and to a reserved port
-(``privileged``) for peers that insist on one (RFC 1057-era convention; needs root).
+(``privileged``) for peers that insist on one (RFC 1057-era convention; needs root), or to a
+fixed port (``source_port``, shared between parallel one-peer clients with ``share_port``).
+Binding is :func:`floatlock.net.bind.bind_source`, re-exported here.
 
 * **Calls.**  Each call gets the next xid (random start, then +1, mod 2**32: RFC 5531 section
   9 only asks that xids differ between outstanding calls) and a future in the pending table.
@@ -30,13 +32,12 @@ timer handle.
 from __future__ import annotations
 
 import asyncio
-import errno
-import ipaddress
 import logging
 import random
 import socket
 from typing import Any, Literal
 
+from floatlock.net.bind import bind_source, peer_address
 from floatlock.net.recordmark import RecordError, RecordReader, frame
 from floatlock.rpc.message import AuthSys, RpcError, encode_call, parse_reply, reply_xid
 from floatlock.xdr import XdrError
@@ -53,10 +54,6 @@ log = logging.getLogger("floatlock.net.client")
 
 Transport = Literal["udp", "tcp"]
 
-# Reserved ports tried by ``privileged`` binds, highest first (bindresvport(3) uses 600-1023
-# too; the lowest ones are left to well-known services).
-_RESERVED_PORTS = range(1023, 599, -1)
-
 
 class RpcTimeout(TimeoutError):
     """No reply arrived within the call's timeout."""
@@ -64,47 +61,6 @@ class RpcTimeout(TimeoutError):
 
 class RpcConnectionError(ConnectionError):
     """The TCP connection closed (or could not be made) before the reply arrived."""
-
-
-def bind_source(
-    family: socket.AddressFamily,
-    kind: socket.SocketKind,
-    source: str | None,
-    source_port: int = 0,
-    privileged: bool = False,
-) -> socket.socket:
-    """A non-blocking socket bound to ``source`` (or the wildcard) and a port.
-
-    With ``privileged`` (and ``source_port`` 0) the ports 1023 down to 600 are tried in turn,
-    skipping those in use; :class:`PermissionError` when we may not bind them at all.
-    """
-    sock = socket.socket(family, kind)
-    try:
-        sock.setblocking(False)
-        if kind == socket.SOCK_STREAM and source_port:
-            # A reconnect from the same fixed port must not wait out TIME_WAIT.  Not for
-            # privileged picks: with SO_REUSEADDR two clients could bind the same reserved
-            # port and the second connect() to the same server would fail (EADDRNOTAVAIL).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        host = source if source is not None else ("::" if family == socket.AF_INET6 else "")
-        if privileged and source_port == 0:
-            for port in _RESERVED_PORTS:
-                try:
-                    sock.bind((host, port))
-                    break
-                except OSError as e:
-                    if e.errno in (errno.EACCES, errno.EPERM):
-                        raise PermissionError(e.errno, "binding a reserved port needs root") from e
-                    if e.errno != errno.EADDRINUSE:
-                        raise
-            else:
-                raise OSError(errno.EADDRINUSE, "no free reserved port in 600-1023")
-        elif source is not None or source_port:
-            sock.bind((host, source_port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class _Pending:
@@ -215,6 +171,7 @@ class RpcClient:
         source: str | None,
         source_port: int,
         privileged: bool,
+        share_port: bool = False,
         timeout: float,
         retries: int,
         rto: float,
@@ -227,6 +184,7 @@ class RpcClient:
         self.source = source
         self.source_port = source_port
         self.privileged = privileged
+        self.share_port = share_port
         self.timeout = timeout
         self.retries = retries
         self.rto = rto
@@ -251,6 +209,7 @@ class RpcClient:
         source: str | None = None,
         source_port: int = 0,
         privileged: bool = False,
+        share_port: bool = False,
         timeout: float = 10.0,
         retries: int = 8,
         rto: float = 0.5,
@@ -264,6 +223,8 @@ class RpcClient:
             source: local address to send from (a virtual server's address), None: any.
             source_port: local port, 0: any (or a reserved one with ``privileged``).
             privileged: bind a reserved port (600-1023); needs root.
+            share_port: UDP with a fixed ``source_port``: let other clients (each connected
+                to a different peer) hold the same port at once (SO_REUSEADDR).
             timeout: default overall timeout of a call, seconds (also bounds connecting).
             retries: UDP retransmissions at most; the timeout still ends the call.
             rto: first UDP retransmission interval, doubled each time up to ``max_rto``.
@@ -272,7 +233,7 @@ class RpcClient:
         if transport not in ("udp", "tcp"):
             raise ValueError(f"unknown transport {transport!r}")
         loop = asyncio.get_running_loop()
-        family, addr = await _resolve(loop, host, port, transport, source)
+        family, addr = await peer_address(loop, host, port, transport, source)
         client = cls(
             addr,
             family,
@@ -280,6 +241,7 @@ class RpcClient:
             source=source,
             source_port=source_port,
             privileged=privileged,
+            share_port=share_port,
             timeout=timeout,
             retries=retries,
             rto=rto,
@@ -314,8 +276,9 @@ class RpcClient:
 
     async def _open_udp(self) -> None:
         sock = bind_source(
-            self.family, socket.SOCK_DGRAM, self.source, self.source_port, self.privileged
-        )
+            self.family, socket.SOCK_DGRAM, self.source, self.source_port, self.privileged,
+            shared=self.share_port,
+        )  # fmt: skip
         try:
             sock.connect(self.addr)
             tr, _ = await self._loop.create_datagram_endpoint(
@@ -443,28 +406,6 @@ class RpcClient:
         await self.close()
 
 
-async def _resolve(
-    loop: asyncio.AbstractEventLoop, host: str, port: int, transport: Transport, source: str | None
-) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
-    """The server's socket address, in the family of ``source`` when one is given."""
-    want = socket.AF_UNSPEC
-    if source is not None:
-        want = socket.AF_INET6 if ipaddress.ip_address(source).version == 6 else socket.AF_INET
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-        infos = await loop.getaddrinfo(host, port, family=want, type=kind)
-        if not infos:
-            raise OSError(f"cannot resolve {host!r}") from None
-        family, _, _, _, addr = infos[0]
-        return family, tuple(addr)
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    if want != socket.AF_UNSPEC and want != family:
-        raise ValueError(f"source {source} and server {host} are of different address families")
-    return family, (host, port)
-
-
 async def rpc_call(
     host: str,
     port: int,
@@ -478,11 +419,17 @@ async def rpc_call(
     cred: AuthSys | None = None,
     timeout: float = 10.0,
     privileged: bool = False,
+    source_port: int = 0,
+    share_port: bool = False,
 ) -> bytes:
-    """One call on a fresh client that is closed afterwards (SM_NOTIFY, rpcbind queries)."""
+    """One call on a fresh client that is closed afterwards (SM_NOTIFY, rpcbind queries).
+
+    ``source_port``/``share_port`` as for :meth:`RpcClient.connect` (``statd -o``).
+    """
     client = await RpcClient.connect(
-        host, port, transport, source=source, timeout=timeout, privileged=privileged
-    )
+        host, port, transport, source=source, source_port=source_port, share_port=share_port,
+        timeout=timeout, privileged=privileged,
+    )  # fmt: skip
     try:
         return await client.call(prog, vers, proc, args, cred=cred)
     finally:

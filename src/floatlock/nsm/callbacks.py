@@ -9,7 +9,7 @@ Two routes:
   local lockd), its port found through that host's portmapper (PMAP GETPORT, UDP), as
   nfs-utils does, so external lockds (the Linux kernel, NFS-Ganesha) work unchanged.
 
-Each callback runs in its own task and is retried with :class:`~floatlock.nsm.monitor.Backoff`
+Each callback runs in its own task and is retried with :class:`~floatlock.nsm.retry.Backoff`
 until it succeeds or the schedule's total time is spent; a failing callback is logged and never
 stops the others.
 """
@@ -22,9 +22,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from floatlock.nsm.monitor import Backoff, Record
+from floatlock.nsm.effects import Record
 from floatlock.nsm.notify import getport, rpc_call
 from floatlock.nsm.proto import Status, encode_status
+from floatlock.nsm.retry import Backoff
 
 __all__ = ["CallbackFirer", "LocalCallback", "PortResolver"]
 

@@ -25,19 +25,36 @@ textual representation of that destination address").
   peer's state number; each matching record yields one callback (``struct status``).
 
 Every method takes ``now`` and returns :class:`Effect` values; the asyncio adapter carries them
-out (files, callbacks, notifications, the HA callout).  Nothing here does I/O.
+out (files, callbacks, notifications, the HA callout).  Nothing here does I/O.  The effect and
+record types live in :mod:`floatlock.nsm.effects`, :class:`Backoff` and :class:`RateLimiter` in
+:mod:`floatlock.nsm.retry`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 from floatlock.address import ServerAddress, canonical_ip
+
+# Effect types and the retry helpers live in their own modules; they stay importable from here.
+from floatlock.nsm.effects import (
+    Callback,
+    Callout,
+    DeleteBackup,
+    Effect,
+    FireCallback,
+    MoveToBackup,
+    Notify,
+    Record,
+    Resolve,
+    WriteRecords,
+    WriteState,
+)
 from floatlock.nsm.proto import PRIV_SIZE, SM_MAXSTRLEN, MonId, MyId, Res, Status
+from floatlock.nsm.retry import Backoff, RateLimiter
 
 __all__ = [
     "NODE",
@@ -75,138 +92,6 @@ def down_state(current: int) -> int:
     """The even state number written on a clean stop (XNFS: even while down)."""
     n = current + 1 if current % 2 == 1 else current
     return 2 if n > _STATE_MAX or n < 2 else n
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    prog: int
-    vers: int
-    proc: int
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One monitor request (SM_MON); ``caller`` is the requester's IPv4/6 address text."""
-
-    mon_name: str
-    my_name: str
-    callback: Callback
-    priv: bytes
-    caller: str = "127.0.0.1"
-
-
-# -- effects --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WriteRecords:
-    """Replace ``sm/<mon_name>`` of ``identity`` by these records (none: delete the file)."""
-
-    identity: ServerAddress
-    mon_name: str
-    records: tuple[Record, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class MoveToBackup:
-    """Move every ``sm/`` record of ``identity`` to ``sm.bak/`` (before notifying)."""
-
-    identity: ServerAddress
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteBackup:
-    identity: ServerAddress
-    mon_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class WriteState:
-    identity: ServerAddress
-    state: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notify:
-    """Send SM_NOTIFY(``my_name``, ``state``) to the statd of ``mon_name``, from ``identity``."""
-
-    identity: ServerAddress
-    mon_name: str
-    my_name: str
-    state: int
-
-
-@dataclass(frozen=True, slots=True)
-class FireCallback:
-    """Call ``record.callback`` at ``record.caller`` with ``status`` (peer rebooted/released)."""
-
-    record: Record
-    status: Status
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Callout:
-    """Run the HA callout: ``PROG action mon_name my_name`` (nfs-utils ``-H`` convention)."""
-
-    action: str  # "add-client" | "del-client"
-    mon_name: str
-    my_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Resolve:
-    """Look up the addresses of a host-named peer (for matching SM_NOTIFY senders); the
-    adapter hands them back with :meth:`Monitor.set_aliases`."""
-
-    mon_name: str
-
-
-Effect = (
-    WriteRecords | MoveToBackup | DeleteBackup | WriteState | Notify | FireCallback | Callout
-    | Resolve
-)  # fmt: skip
-
-
-# -- retry schedule and rate limit ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff bounded by a total time: used for SM_NOTIFY and callbacks."""
-
-    first: float = 1.0
-    factor: float = 2.0
-    cap: float = 30.0
-    total: float = 300.0  # give up this long after the first attempt
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return min(self.cap, self.first * self.factor ** max(0, attempt - 1))
-
-    def next_time(self, attempt: int, started: float, now: float) -> float | None:
-        """When to try again after failed ``attempt``; None once the total time is spent."""
-        t = now + self.delay(attempt)
-        return None if t > started + self.total else t
-
-
-class RateLimiter:
-    """A token bucket per sender, with a bounded table (oldest senders forgotten)."""
-
-    def __init__(self, rate: float = 1.0, burst: float = 20.0, max_senders: int = 4096) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_senders = max_senders
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def allow(self, sender: str, now: float) -> bool:
-        tokens, last = self._buckets.pop(sender, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        ok = tokens >= 1.0
-        self._buckets[sender] = (tokens - 1.0 if ok else tokens, now)
-        while len(self._buckets) > self.max_senders:
-            self._buckets.popitem(last=False)
-        return ok
 
 
 # -- identities -------------------------------------------------------------------------------

@@ -8,12 +8,17 @@ bound to it; the node identity sends from the default address):
 2. call SM_NOTIFY(mon_name = the identity's name, state = its new state number).
 
 Peers are notified in parallel (at most ``concurrency`` at once, so thousands of peers cost a
-bounded number of sockets), each retried with :class:`~floatlock.nsm.monitor.Backoff` until it
+bounded number of sockets), each retried with :class:`~floatlock.nsm.retry.Backoff` until it
 answers or the schedule's total time is spent.  ``on_done(job, ok)`` reports each outcome; the
 statd turns it into the ``sm.bak`` bookkeeping (:meth:`Monitor.notify_done`).
 
 Host names are resolved with the loop's resolver (nfs-utils ``sm-notify`` also needs that);
 addresses are used as they are.
+
+With a fixed ``source_port`` (``floatlock statd -o PORT``, like ``rpc.statd -o``) both calls
+of every notification leave from that port, so a firewall can let the answers in.  Parallel
+notifications share the port: each call's socket is connected to its own peer and bound with
+SO_REUSEADDR (:mod:`floatlock.net.bind`).
 """
 
 from __future__ import annotations
@@ -26,24 +31,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from floatlock.net.client import rpc_call as _net_rpc_call
-from floatlock.nsm.monitor import Backoff, Notify
-from floatlock.nsm.proto import (
-    SM_PROG,
-    SM_VERS,
-    Mon,
-    MonId,
-    MyId,
-    Proc,
-    Res,
-    StatChge,
-    decode_sm_mon2_res,
-    decode_sm_stat_res,
-    encode_mon,
-    encode_stat_chge,
-)
+
+# lockd's SM_MON2/SM_MON client moved to floatlock.nsm.client; re-exported here.
+from floatlock.nsm.client import MonitorResult, monitor
+from floatlock.nsm.effects import Notify
+from floatlock.nsm.proto import SM_PROG, SM_VERS, Proc, StatChge, encode_stat_chge
+from floatlock.nsm.retry import Backoff
 from floatlock.portmap.register import getport as _pmap_getport
-from floatlock.rpc.message import AcceptStat, RpcError
-from floatlock.xdr import Decoder
 
 __all__ = ["MonitorResult", "Notifier", "NotifyJob", "getport", "monitor", "rpc_call"]
 
@@ -60,11 +54,14 @@ async def rpc_call(
     *,
     source: str | None = None,
     timeout: float = 5.0,
+    source_port: int = 0,
 ) -> bytes:
-    """One UDP call (retransmitted by the client) from ``source``."""
+    """One UDP call (retransmitted by the client) from ``source`` and ``source_port`` (0: any;
+    a fixed port is shared with the other calls in flight, each to its own peer)."""
     return await _net_rpc_call(
-        host, port, "udp", prog, vers, proc, args, source=source, timeout=timeout
-    )
+        host, port, "udp", prog, vers, proc, args, source=source, timeout=timeout,
+        source_port=source_port, share_port=source_port != 0,
+    )  # fmt: skip
 
 
 async def getport(
@@ -75,11 +72,14 @@ async def getport(
     source: str | None = None,
     pmap_port: int = 111,
     timeout: float = 5.0,
+    source_port: int = 0,
 ) -> int:
-    """The UDP port of ``prog``/``vers`` on ``host`` (PMAP GETPORT, RFC 1833); 0: none."""
+    """The UDP port of ``prog``/``vers`` on ``host`` (PMAP GETPORT, RFC 1833); 0: none.
+    ``source_port`` as for :func:`rpc_call`."""
     return await _pmap_getport(
-        host, prog, vers, "udp", source=source, port=pmap_port, timeout=timeout
-    )
+        host, prog, vers, "udp", source=source, port=pmap_port, timeout=timeout,
+        source_port=source_port, share_port=source_port != 0,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,7 @@ class Notifier:
         pmap_port: int = 111,
         statd_port: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        source_port: int = 0,
     ) -> None:
         self.backoff = backoff if backoff is not None else Backoff(first=1.0, cap=30.0, total=300)
         self.concurrency = concurrency
@@ -105,6 +106,7 @@ class Notifier:
         self.pmap_port = pmap_port
         self.statd_port = statd_port  # fixed peer statd port (tests, benches): no GETPORT
         self.clock = clock
+        self.source_port = source_port  # rpc.statd -o: every notification leaves from it
         self.sent = 0
         self.failed = 0
 
@@ -126,14 +128,14 @@ class Notifier:
         if port is None:
             port = await getport(
                 host, SM_PROG, SM_VERS, source=job.source, pmap_port=self.pmap_port,
-                timeout=self.timeout,
+                timeout=self.timeout, source_port=self.source_port,
             )  # fmt: skip
             if port == 0:
                 raise ConnectionError(f"no statd registered on {host}")
         args = encode_stat_chge(StatChge(n.my_name, n.state))
         await rpc_call(
             host, port, SM_PROG, SM_VERS, Proc.SM_NOTIFY, args, source=job.source,
-            timeout=self.timeout,
+            timeout=self.timeout, source_port=self.source_port,
         )  # fmt: skip
 
     async def send(self, job: NotifyJob, sem: asyncio.Semaphore | None = None) -> bool:
@@ -187,46 +189,3 @@ class Notifier:
         results = await asyncio.gather(*(one(j) for j in jobs))
         ok = sum(results)
         return ok, len(results) - ok
-
-
-# -- lockd's side: SM_MON2 with fallback to SM_MON ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MonitorResult:
-    """Outcome of :func:`monitor`; ``grace_remaining`` None: the statd is a standard one."""
-
-    ok: bool
-    state: int
-    grace_remaining: int | None
-
-
-async def monitor(
-    statd_addr: tuple[str, int],
-    mon_name: str,
-    my_name: str,
-    callback: tuple[int, int, int],
-    priv: bytes,
-    *,
-    timeout: float = 5.0,
-) -> MonitorResult:
-    """Ask statd to monitor ``mon_name`` for ``my_name`` (lockd's SM_MON).
-
-    floatlock's statd answers SM_MON2 with the grace seconds left for ``my_name``; a standard
-    statd (nfs-utils) answers PROC_UNAVAIL, and the same request is then sent as plain SM_MON
-    (docs/protocol-extensions.md).
-    """
-    host, port = statd_addr
-    args = encode_mon(Mon(MonId(mon_name, MyId(my_name, *callback)), priv))
-    try:
-        body = await rpc_call(host, port, SM_PROG, SM_VERS, Proc.SM_MON2, args, timeout=timeout)
-    except RpcError as e:
-        if e.accept_stat != AcceptStat.PROC_UNAVAIL:
-            raise
-    else:
-        r2 = decode_sm_mon2_res(Decoder(body))
-        ok = r2.res_stat == Res.STAT_SUCC
-        return MonitorResult(ok, r2.state, r2.grace_remaining if ok else None)
-    body = await rpc_call(host, port, SM_PROG, SM_VERS, Proc.SM_MON, args, timeout=timeout)
-    r = decode_sm_stat_res(Decoder(body))
-    return MonitorResult(r.res_stat == Res.STAT_SUCC, r.state, None)

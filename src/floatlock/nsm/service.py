@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from floatlock.address import is_loopback
 from floatlock.nsm import proto
-from floatlock.nsm.monitor import Effect, Monitor, WriteRecords
+from floatlock.nsm.effects import Effect, WriteRecords
+from floatlock.nsm.monitor import Monitor
 from floatlock.nsm.proto import Mon, MonId, MyId, Proc, Res, SmMon2Res, SmStatRes, StatChge
 from floatlock.rpc.dispatch import Call, Dispatcher, Procedure
 

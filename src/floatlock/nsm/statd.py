@@ -2,7 +2,8 @@
 
 :class:`Statd` is what the daemon (``floatlock serve``) creates on the :class:`Dispatcher` it
 serves, beside lockd; :func:`add_arguments` / :func:`run` make ``floatlock statd``, a drop-in
-for nfs-utils ``rpc.statd`` (same short options where they exist).
+for nfs-utils ``rpc.statd`` (same short options where they exist); they live in
+:mod:`floatlock.nsm.statd_cli` and are re-exported here.
 
 Identities (see :mod:`floatlock.nsm.monitor`): the node is started by :meth:`Statd.start`;
 each virtual server address by :meth:`Statd.takeover` and given up by :meth:`Statd.release`.
@@ -12,10 +13,8 @@ These two are the operations the future control socket (roadmap: ``floatlock tak
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -26,23 +25,24 @@ from typing import Any
 from floatlock.address import ServerAddress, server_address
 from floatlock.nsm.callbacks import CallbackFirer, LocalCallback, PortResolver
 from floatlock.nsm.callout import HaCallout
-from floatlock.nsm.monitor import (
-    NODE,
-    Backoff,
+from floatlock.nsm.client import MonitorResult
+from floatlock.nsm.effects import (
     Callout,
     DeleteBackup,
     Effect,
     FireCallback,
-    Monitor,
     MoveToBackup,
     Notify,
     Resolve,
     WriteRecords,
     WriteState,
 )
-from floatlock.nsm.notify import MonitorResult, Notifier, NotifyJob
+from floatlock.nsm.monitor import NODE, Monitor
+from floatlock.nsm.notify import Notifier, NotifyJob
 from floatlock.nsm.proto import MonId, MyId, Res
+from floatlock.nsm.retry import Backoff
 from floatlock.nsm.service import NsmService
+from floatlock.nsm.statd_cli import add_arguments, run
 from floatlock.nsm.store import StateDir
 from floatlock.rpc.dispatch import Dispatcher
 
@@ -73,6 +73,7 @@ class StatdConfig:
     notify_timeout: float = 3.0
     pmap_port: int = 111  # peers' portmapper port (tests use another)
     peer_statd_port: int | None = None  # skip GETPORT and use this port (tests, benches)
+    outgoing_port: int = 0  # -o: SM_NOTIFY (and its GETPORT) leave from this port; 0: any
     callback_resolver: PortResolver | None = None  # default: portmapper of the SM_MON caller
     resolve_timeout: float = 5.0  # DNS lookup of host-named peers
     # host name -> addresses, for matching SM_NOTIFY senders; None: the system resolver.
@@ -101,6 +102,7 @@ class Statd:
             pmap_port=config.pmap_port,
             statd_port=config.peer_statd_port,
             clock=clock,
+            source_port=config.outgoing_port,
         )
         self.callbacks = CallbackFirer(
             config.callback_backoff, config.callback_resolver, clock=clock
@@ -253,87 +255,3 @@ class Statd:
         if ident is None or ident.state != n.state:
             return  # released or restarted since: the sm.bak record is no longer ours
         self.persist(self.monitor.notify_done(n.identity, n.mon_name, ok))
-
-
-# -- floatlock statd -------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``floatlock statd`` (nfs-utils rpc.statd's where they exist)."""
-    parser.add_argument(
-        "-P", "--state-directory-path", default="/var/lib/floatlock/statd", type=Path,
-        help="state directory (node/ and vs/<address>/, each with sm/, sm.bak/, state)",
-    )  # fmt: skip
-    parser.add_argument("-H", "--ha-callout", default=None, help="HA callout program")
-    parser.add_argument(
-        "-L", "--no-notify", action="store_true", help="do not notify peers at start"
-    )
-    parser.add_argument("-p", "--port", type=int, default=0, help="port to listen on")
-    parser.add_argument(
-        "-o", "--outgoing-port", type=int, default=0,
-        help="source port for SM_NOTIFY (accepted for compatibility; not used yet)",
-    )  # fmt: skip
-    parser.add_argument("-F", "--foreground", action="store_true", help="stay in foreground")
-    parser.add_argument("-d", "--no-syslog", action="store_true", help="debug log to stderr")
-    parser.add_argument("-n", "--name", default=None, help="node name sent in SM_NOTIFY")
-    parser.add_argument("--listen", default="0.0.0.0", help="address to listen on")
-    parser.add_argument("--grace", type=float, default=90.0, help="grace seconds per identity")
-    parser.add_argument(
-        "--virtual-server", action="append", default=[], metavar="ADDR",
-        help="take this virtual server address over at start (repeatable)",
-    )  # fmt: skip
-    parser.add_argument("--no-rpcbind", action="store_true", help="do not register with rpcbind")
-    parser.add_argument(
-        "--no-resolve", action="store_true",
-        help="never look host-named peers up (match SM_NOTIFY by mon_name or address text)",
-    )  # fmt: skip
-
-
-async def run(args: argparse.Namespace) -> int:
-    """Run statd alone until SIGINT/SIGTERM; exit status."""
-    from floatlock.net.tcp import TcpServer
-    from floatlock.net.udp import UdpServer
-    from floatlock.portmap.proto import Endpoint
-    from floatlock.portmap.register import PortmapError, register_with_rpcbind
-
-    logging.basicConfig(
-        level=logging.DEBUG if args.no_syslog else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    config = StatdConfig(
-        state_dir=args.state_directory_path,
-        grace=args.grace,
-        notify=not args.no_notify,
-        node_name=args.name,
-        ha_callout=args.ha_callout,
-        resolve_names=not args.no_resolve,
-    )
-    dispatcher = Dispatcher()
-    statd = Statd(config, dispatcher)
-    udp = UdpServer(dispatcher, args.listen, args.port)
-    await udp.start()
-    tcp = TcpServer(dispatcher, args.listen, udp.port)
-    await tcp.start()
-    handle = None
-    if not args.no_rpcbind:
-        eps = [Endpoint(100024, 1, "udp", udp.port), Endpoint(100024, 1, "tcp", tcp.port)]
-        try:
-            handle = await register_with_rpcbind(eps)
-        except (PortmapError, OSError) as e:
-            log.error("cannot register with rpcbind: %s", e)
-            udp.close()
-            await tcp.close()
-            return 1
-    await statd.start(args.virtual_server)
-    print(f"floatlock statd listening on {args.listen} port {udp.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await statd.stop()
-    if handle is not None:
-        await handle.close()
-    udp.close()
-    await tcp.close()
-    return 0

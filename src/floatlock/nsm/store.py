@@ -37,7 +37,8 @@ from pathlib import Path
 
 from floatlock.address import ServerAddress
 from floatlock.nsm import names
-from floatlock.nsm.monitor import NODE, Callback, Record
+from floatlock.nsm.effects import Callback, Record
+from floatlock.nsm.monitor import NODE
 
 __all__ = ["IdentityStore", "LoadResult", "StateDir", "format_record", "parse_record"]
 

@@ -313,13 +313,16 @@ async def getport(
     source: str | None = None,
     port: int = PMAP_PORT,
     timeout: float = 5.0,
+    source_port: int = 0,
+    share_port: bool = False,
 ) -> int:
     """The port of ``prog``/``vers``/``transport`` on ``host``, 0 when not registered.
 
     IPv4: PMAP v2 GETPORT over UDP (every portmapper speaks it).  IPv6: RPCBIND v4
     GETVERSADDR (v3 GETADDR if v4 is refused), asked *over* ``transport`` because rpcbind
     answers for the netid of the transport the query came in on (RFC 1833 section 2.2.1).
-    ``source`` is the local address to ask from (a virtual server's).  Raises RpcTimeout,
+    ``source`` is the local address to ask from (a virtual server's), ``source_port`` the local
+    port (0: any; ``share_port`` as for :meth:`RpcClient.connect`).  Raises RpcTimeout,
     RpcError, OSError.
     """
     try:
@@ -330,13 +333,15 @@ async def getport(
         prot = prot_of_netid(transport)
         assert prot is not None
         async with await RpcClient.connect(
-            host, port, "udp", source=source, timeout=timeout
-        ) as client:
+            host, port, "udp", source=source, source_port=source_port, share_port=share_port,
+            timeout=timeout,
+        ) as client:  # fmt: skip
             args = PmapMapping(prog, vers, prot, 0).to_bytes()
             return _decode_u32(await client.call(PMAP_PROG, PMAP_VERS, PmapProc.GETPORT, args))
     async with await RpcClient.connect(
-        host, port, transport, source=source, timeout=timeout
-    ) as client:
+        host, port, transport, source=source, source_port=source_port, share_port=share_port,
+        timeout=timeout,
+    ) as client:  # fmt: skip
         args = Rpcb(prog, vers, transport + "6", "", "").to_bytes()
         # v4 GETVERSADDR is exact like PMAP GETPORT; v3 GETADDR may name another version.
         for rvers, proc in ((RPCB_VERS4, RpcbProc.GETVERSADDR), (RPCB_VERS3, RpcbProc.GETADDR)):
