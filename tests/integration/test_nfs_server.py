@@ -499,3 +499,98 @@ def test_read_only_export() -> None:
                 await rpc.close()
 
     run(main)
+
+
+def _open_inodes() -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of every descriptor this process has open."""
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.stat(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
+
+
+OTHER = AuthSys(0, "client", 2000, 2000, (2000,))
+
+
+def test_cached_descriptors_still_check_each_caller() -> None:
+    """READ/WRITE reuse one open descriptor (floatlock.nfs.openfiles), yet every call is
+    checked against its own caller and the file's current mode."""
+
+    async def main() -> None:
+        async with serving() as env:
+            f = env.root / "shared"
+            f.write_bytes(b"0123456789")
+            os.chown(f, 1000, 1000)
+            os.chmod(f, 0o644)
+            rpc, _ = await env.client("tcp")
+            try:
+                owner, other = NfsClient(rpc, USER), NfsClient(rpc, OTHER)
+                fh = (await owner.lookup(env.root_fh, "shared")).fh
+                assert (await owner.read(fh, 0, 4)).data == b"0123"
+                assert (await owner.write(fh, 0, b"A")).status == Nfsstat3.OK
+                assert len(env.server.files) == 2  # a read and a write descriptor
+                r = await other.read(fh, 0, 4)
+                assert r.status == Nfsstat3.OK and r.data == b"A123"
+                w = await other.write(fh, 0, b"B")
+                assert w.status == Nfsstat3.ACCES and w.wcc.after is not None
+                os.chmod(f, 0o600)  # on the server, while the descriptors are cached
+                r = await other.read(fh, 0, 4)
+                assert r.status == Nfsstat3.ACCES and r.attr is not None
+                assert (await owner.read(fh, 0, 4)).data == b"A123"
+                os.chmod(f, 0o666)
+                assert (await other.write(fh, 1, b"b")).status == Nfsstat3.OK
+                os.chmod(f, 0o644)
+                assert (await other.write(fh, 1, b"c")).status == Nfsstat3.ACCES
+                os.chmod(f, 0o400)  # the owner still writes (nfsd's owner override)
+                assert (await owner.write(fh, 2, b"C")).status == Nfsstat3.OK
+                assert f.read_bytes() == b"AbC3456789"
+                assert len(env.server.files) == 2  # all of it through the cached ones
+            finally:
+                await rpc.close()
+
+    run(main)
+
+
+def test_remove_and_rename_over_drop_cached_descriptors() -> None:
+    async def main() -> None:
+        async with serving("{root} 127.0.0.1(rw,insecure,no_root_squash)") as env:
+            rpc, nfs = await env.client("tcp")
+            try:
+                handles = {}
+                for name in ("gone", "old", "new", "local"):
+                    cr = await nfs.create(
+                        CreateArgs(DirOpArgs(env.root_fh, name), CreateMode.UNCHECKED, Sattr3())
+                    )
+                    assert cr.status == Nfsstat3.OK and cr.fh is not None
+                    handles[name] = cr.fh
+                    assert (await nfs.write(cr.fh, 0, name.encode())).status == Nfsstat3.OK
+                    assert (await nfs.read(cr.fh, 0, 10)).data == name.encode()
+                inode = {n: (env.root / n).stat() for n in handles}
+                ident = {n: (s.st_dev, s.st_ino) for n, s in inode.items()}
+                assert set(ident.values()) <= _open_inodes()
+
+                assert (await nfs.remove(env.root_fh, "gone")).status == Nfsstat3.OK
+                assert ident["gone"] not in _open_inodes()  # space freed at once
+                assert (await nfs.read(handles["gone"], 0, 10)).status == Nfsstat3.STALE
+
+                rn = await nfs.rename(env.root_fh, "new", env.root_fh, "old")
+                assert rn.status == Nfsstat3.OK
+                assert ident["old"] not in _open_inodes()
+                assert (await nfs.read(handles["old"], 0, 10)).status == Nfsstat3.STALE
+                w = await nfs.write(handles["old"], 0, b"x")
+                assert w.status == Nfsstat3.STALE
+                assert (await nfs.read(handles["new"], 0, 10)).data == b"new"
+
+                # Removed by a local process: the cached descriptor is noticed and dropped.
+                os.unlink(env.root / "local")
+                assert (await nfs.read(handles["local"], 0, 10)).status == Nfsstat3.STALE
+                assert (await nfs.write(handles["local"], 0, b"x")).status == Nfsstat3.STALE
+                assert ident["local"] not in _open_inodes()
+            finally:
+                await rpc.close()
+
+    run(main)

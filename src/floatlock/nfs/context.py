@@ -22,6 +22,7 @@ from floatlock.nfs.creds import Identity, squash
 from floatlock.nfs.errors import NfsError
 from floatlock.nfs.exports import Export, ExportOptions
 from floatlock.nfs.fsuid import acting_as
+from floatlock.nfs.openfiles import OpenFiles
 from floatlock.nfs.proto import Fattr3, Nfsstat3, WccAttr
 from floatlock.nfs.resolver import Obj, Resolver
 from floatlock.rpc.message import AuthSys
@@ -72,6 +73,7 @@ class ServerState:
     resolver: Resolver
     access: ExportAccess
     write_verf: bytes
+    files: OpenFiles  # READ/WRITE descriptors (floatlock.nfs.openfiles)
 
     def max_io(self, transport: str) -> int:
         return UDP_MAX_IO if transport == "udp" else TCP_MAX_IO

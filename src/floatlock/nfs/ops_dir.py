@@ -4,6 +4,9 @@ RFC 1813 sections 3.3.3 and 3.3.8-3.3.15.  Every name is one component (no '/'),
 syscall is a ``*at`` call relative to the directory's O_PATH descriptor, made as the caller,
 and every reply carries the directory's weak cache consistency data (section 2.6).
 
+REMOVE and RENAME drop the cached READ/WRITE descriptors (:mod:`floatlock.nfs.openfiles`)
+of the file they unlink or replace, so its space is freed now rather than when they idle out.
+
 LOOKUP does not cross mount points: a name whose inode is on another filesystem than the
 export is refused with NFS3ERR_ACCES (the handle could not be opened relative to the export).
 LOOKUP of ".." in the export root answers the root itself, never its parent.
@@ -239,6 +242,16 @@ def mknod3(req: Request, a: MknodArgs) -> CreateRes:
             return CreateRes(status_of(e), WccData(pre, post_attr(d)))
 
 
+def _inode_of(d: Obj, name: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of ``name`` in ``d`` if it exists: the open descriptors of a file
+    that REMOVE or RENAME unlinks are dropped (floatlock.nfs.openfiles)."""
+    try:
+        st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
 def _remove(req: Request, a: DirOpArgs, rmdir: bool) -> WccRes:
     try:
         d = _open_dir(req, a.dir)
@@ -252,11 +265,14 @@ def _remove(req: Request, a: DirOpArgs, rmdir: bool) -> WccRes:
                 raise NfsError(Nfsstat3.INVAL if rmdir else Nfsstat3.ISDIR)
             if a.name == "..":
                 raise NfsError(Nfsstat3.NOTEMPTY if rmdir else Nfsstat3.ISDIR)
+            gone = None if rmdir else _inode_of(d, a.name)
             with req.acting():
                 if rmdir:
                     os.rmdir(a.name, dir_fd=d.fd)
                 else:
                     os.unlink(a.name, dir_fd=d.fd)
+            if gone is not None:
+                req.state.files.forget_inode(*gone)
         except (OSError, NfsError) as e:
             return WccRes(status_of(e), WccData(pre, post_attr(d)))
         return WccRes(Nfsstat3.OK, WccData(pre, post_attr(d)))
@@ -294,8 +310,11 @@ def rename3(req: Request, a: RenameArgs) -> RenameRes:
                 check_name(a.dst.name)
                 if a.src.name in (".", "..") or a.dst.name in (".", ".."):
                     raise NfsError(Nfsstat3.INVAL)
+                replaced = _inode_of(dst, a.dst.name)
                 with req.acting():
                     os.rename(a.src.name, a.dst.name, src_dir_fd=src.fd, dst_dir_fd=dst.fd)
+                if replaced is not None:
+                    req.state.files.forget_inode(*replaced)
             except (OSError, NfsError) as e:
                 status = status_of(e)
             return RenameRes(

@@ -1,11 +1,13 @@
 """Data procedures: READLINK, READ, WRITE, COMMIT (RFC 1813 sections 3.3.5-3.3.7, 3.3.21).
 
-READ and WRITE reopen the handle's inode through ``/proc/self/fd/N`` *as the caller*, so the
-kernel checks read or write permission.  Like Linux nfsd, the owner of a file may read and
-write it whatever its mode bits say (a client checks permission at open(2) time, then keeps
-writing to a file it created read-only, e.g. ``cp`` of a 0444 file), and a file that may be
-executed may be read (a client must read a binary to execute it): on EACCES those cases are
-retried with the server's identity.
+READ and WRITE use a cached descriptor per (handle, access mode), opened as the server
+(:mod:`floatlock.nfs.openfiles`); before each call the kernel checks the *caller's* read or
+write permission on the inode with ``faccessat(AT_EACCESS)`` under the caller's fsuid, fsgid
+and groups (the check an open as the caller made before the cache).  Like Linux nfsd, the
+owner of a file may read and write it whatever its mode bits say (a client checks permission
+at open(2) time, then keeps writing to a file it created read-only, e.g. ``cp`` of a 0444
+file), and a file that may be executed may be read (a client must read a binary to execute
+it).
 
 Write stability (section 3.3.7): UNSTABLE writes go to the page cache; DATA_SYNC and
 FILE_SYNC are followed by fdatasync/fsync before the reply; COMMIT fsyncs.  The write verifier
@@ -20,8 +22,8 @@ import stat
 
 from floatlock.nfs.context import Request, attr_of, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
-from floatlock.nfs.fsuid import as_server
-from floatlock.nfs.proto import Nfsstat3, StableHow, WccData
+from floatlock.nfs.openfiles import OpenFile
+from floatlock.nfs.proto import Fattr3, Nfsstat3, StableHow, WccAttr, WccData
 from floatlock.nfs.proto_args import CommitArgs, FhArgs, ReadArgs, WriteArgs
 from floatlock.nfs.proto_res import CommitRes, ReadlinkRes, ReadRes, WriteRes
 from floatlock.nfs.resolver import Obj
@@ -35,20 +37,72 @@ def _check_regular(obj: Obj) -> None:
         raise NfsError(Nfsstat3.INVAL)
 
 
-def open_as_caller(req: Request, obj: Obj, write: bool) -> int:
-    """A real descriptor of ``obj`` opened as the caller, with the owner/exec overrides."""
-    flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_CLOEXEC
-    try:
-        return os.open(obj.proc_path, flags)
-    except PermissionError:
-        ident = req.identity
-        assert ident is not None
-        owner = obj.st.st_uid == ident.uid
-        may_exec = not write and os.access(obj.proc_path, os.X_OK, effective_ids=True)
-        if not (owner or may_exec):
+class _Refused(Exception):
+    """READ/WRITE cannot proceed: the status and the attributes to reply with."""
+
+    def __init__(self, status: Nfsstat3, attr: Fattr3 | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.attr = attr
+
+
+def _permit(req: Request, path: str, st: os.stat_result, write: bool) -> None:
+    """Raise NfsError(ACCES) unless the caller may read (write) the inode at ``path``."""
+    ident = req.identity
+    assert ident is not None
+    with req.acting():
+        if os.access(path, os.W_OK if write else os.R_OK, effective_ids=True):
+            return
+        if st.st_uid == ident.uid:  # the owner override
+            return
+        if not write and os.access(path, os.X_OK, effective_ids=True):  # read to execute
+            return
+    raise NfsError(Nfsstat3.ACCES, "permission denied")
+
+
+def _open_file(req: Request, fh: bytes, write: bool) -> tuple[OpenFile, os.stat_result]:
+    """The cached descriptor for READ (WRITE) of ``fh``, admitted and permitted for the
+    caller, with fresh attributes; release it with ``req.state.files.release``."""
+    files = req.state.files
+    entry = files.get(fh, write)
+    if entry is not None:
+        try:
+            try:
+                req.admit(entry.root.export, modify=write)
+            except NfsError as e:
+                raise _Refused(e.status) from None
+            st = os.fstat(entry.fd)
+            if st.st_nlink == 0:  # removed since it was cached
+                files.discard(entry)
+                raise _Refused(Nfsstat3.STALE)
+            try:
+                _permit(req, entry.proc_path, st, write)
+            except (OSError, NfsError) as e:
+                attr = Fattr3.from_stat(st, entry.root.export.export_id)
+                raise _Refused(status_of(e), attr) from None
+        except BaseException:
+            files.release(entry)
             raise
-    with as_server():
-        return os.open(obj.proc_path, flags)
+        return entry, st
+    try:
+        obj = req.open(fh, modify=write)
+    except NfsError as e:
+        raise _Refused(e.status) from None
+    with obj:
+        try:
+            _check_regular(obj)
+            _permit(req, obj.proc_path, obj.st, write)
+            # As the server (the thread's fsuid is 0 here): the check above was the caller's.
+            flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_CLOEXEC
+            fd = os.open(obj.proc_path, flags)
+        except (OSError, NfsError) as e:
+            raise _Refused(status_of(e), attr_of(obj)) from None
+        entry = files.add(fh, write, obj.root, fd, (obj.st.st_dev, obj.st.st_ino))
+        return entry, obj.st
+
+
+def _fattr(entry: OpenFile, st: os.stat_result) -> Fattr3:
+    return Fattr3.from_stat(st, entry.root.export.export_id)
 
 
 def readlink3(req: Request, a: FhArgs) -> ReadlinkRes:
@@ -71,52 +125,52 @@ def readlink3(req: Request, a: FhArgs) -> ReadlinkRes:
 def read3(req: Request, a: ReadArgs) -> ReadRes:
     """Section 3.3.6: at most the transport's rtmax; eof when the data reaches the end."""
     try:
-        obj = req.open(a.fh)
-    except NfsError as e:
-        return ReadRes(e.status)
-    with obj:
+        entry, st = _open_file(req, a.fh, write=False)
+    except _Refused as e:
+        return ReadRes(e.status, e.attr)
+    try:
         try:
-            _check_regular(obj)
-            with req.acting():
-                fd = open_as_caller(req, obj, write=False)
-            try:
-                count = min(a.count, req.max_io)
-                data = os.pread(fd, count, a.offset) if count else b""
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-        except (OSError, NfsError) as e:
-            return ReadRes(status_of(e), post_attr(obj))
-        attr = post_attr(obj)
-        return ReadRes(Nfsstat3.OK, attr, a.offset + len(data) >= size, data)
+            count = min(a.count, req.max_io)
+            data = os.pread(entry.fd, count, a.offset) if count else b""
+            st = os.fstat(entry.fd)
+        except OSError as e:
+            return ReadRes(status_of(e), _fattr(entry, st))
+        eof = a.offset + len(data) >= st.st_size
+        return ReadRes(Nfsstat3.OK, _fattr(entry, st), eof, data)
+    finally:
+        req.state.files.release(entry)
 
 
 def write3(req: Request, a: WriteArgs) -> WriteRes:
     """Section 3.3.7."""
     try:
-        obj = req.open(a.fh, modify=True)
-    except NfsError as e:
-        return WriteRes(e.status)
-    with obj:
-        pre = pre_attr(obj)
+        entry, st = _open_file(req, a.fh, write=True)
+    except _Refused as e:
+        return WriteRes(e.status, WccData(None, e.attr))
+    try:
+        pre = WccAttr.from_stat(st)
         verf = req.state.write_verf
+        if len(a.data) < a.count or a.count > req.max_io:
+            return WriteRes(Nfsstat3.INVAL, WccData(pre, _fattr(entry, st)))
         try:
-            _check_regular(obj)
-            if len(a.data) < a.count or a.count > req.max_io:
-                raise NfsError(Nfsstat3.INVAL, "count does not match the data")
-            with req.acting():
-                fd = open_as_caller(req, obj, write=True)
-            try:
-                n = os.pwrite(fd, a.data[: a.count], a.offset) if a.count else 0
-                if a.stable == StableHow.DATA_SYNC:
-                    os.fdatasync(fd)
-                elif a.stable == StableHow.FILE_SYNC:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        except (OSError, NfsError) as e:
-            return WriteRes(status_of(e), WccData(pre, post_attr(obj)))
-        return WriteRes(Nfsstat3.OK, WccData(pre, post_attr(obj)), n, a.stable, verf)
+            n = os.pwrite(entry.fd, memoryview(a.data)[: a.count], a.offset) if a.count else 0
+            if a.stable == StableHow.DATA_SYNC:
+                os.fdatasync(entry.fd)
+            elif a.stable == StableHow.FILE_SYNC:
+                os.fsync(entry.fd)
+            post = os.fstat(entry.fd)
+        except OSError as e:
+            return WriteRes(status_of(e), WccData(pre, post_attr_fd(entry)))
+        return WriteRes(Nfsstat3.OK, WccData(pre, _fattr(entry, post)), n, a.stable, verf)
+    finally:
+        req.state.files.release(entry)
+
+
+def post_attr_fd(entry: OpenFile) -> Fattr3 | None:
+    try:
+        return _fattr(entry, os.fstat(entry.fd))
+    except OSError:
+        return None
 
 
 def commit3(req: Request, a: CommitArgs) -> CommitRes:

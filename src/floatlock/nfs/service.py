@@ -26,6 +26,7 @@ from floatlock.nfs import ops_attr, ops_dir, ops_io, ops_readdir
 from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
 from floatlock.nfs.exports import Export
 from floatlock.nfs.mount import MountTable
+from floatlock.nfs.openfiles import OpenFiles
 from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, DirOpArgs
 from floatlock.nfs.proto_args import (
     AccessArgs,
@@ -83,12 +84,14 @@ class NfsServer:
     ) -> None:
         self.resolver = Resolver(exports, key)
         self.access = ExportAccess(resolve_names=resolve_names)
-        self.state = ServerState(self.resolver, self.access, os.urandom(8))
+        self.files = OpenFiles()
+        self.state = ServerState(self.resolver, self.access, os.urandom(8), self.files)
         self.mounts = MountTable(self.resolver, self.access)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nfs")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self.files.close()
         self.resolver.close()
 
     def _caller(self, call: Call) -> Caller:
