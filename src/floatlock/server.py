@@ -128,14 +128,14 @@ def build_daemon(cfg: Config) -> Daemon:
     )
 
     async def monitor(m: MonitorHost) -> bool:
-        r = statd.monitor_local(m.mon_name, m.my_name, NLM_CALLBACK, m.priv)
+        r = await statd.monitor_local(m.mon_name, m.my_name, NLM_CALLBACK, m.priv)
         if r.ok and r.grace_remaining:
             # The seed: statd knows each virtual server's grace and tells lockd on SM_MON.
             grace.set_remaining(m.key.server, r.grace_remaining, time.monotonic())
         return r.ok
 
     async def unmonitor(u: UnmonitorHost) -> None:
-        statd.unmonitor_local(u.mon_name, u.my_name, NLM_CALLBACK)
+        await statd.unmonitor_local(u.mon_name, u.my_name, NLM_CALLBACK)
 
     program = NlmProgram(service, NlmCallbacks(), monitor, unmonitor)
 

@@ -9,6 +9,11 @@ Identities (see :mod:`floatlock.nsm.monitor`): the node is started by :meth:`Sta
 each virtual server address by :meth:`Statd.takeover` and given up by :meth:`Statd.release`.
 These two are the operations the future control socket (roadmap: ``floatlock takeover ADDR``,
 ``floatlock release ADDR``) will call.
+
+Durability: file effects go to the :class:`~floatlock.nsm.writer.StoreWriter` thread (group
+commit; the event loop never fsyncs).  :meth:`Statd.persist` returns the future of their
+durability; what is sent because of them (SM_MON replies, SM_NOTIFY carrying a new state,
+callbacks after a release) waits for it.
 """
 
 from __future__ import annotations
@@ -26,24 +31,15 @@ from floatlock.address import ServerAddress, server_address
 from floatlock.nsm.callbacks import CallbackFirer, LocalCallback, PortResolver
 from floatlock.nsm.callout import HaCallout
 from floatlock.nsm.client import MonitorResult
-from floatlock.nsm.effects import (
-    Callout,
-    DeleteBackup,
-    Effect,
-    FireCallback,
-    MoveToBackup,
-    Notify,
-    Resolve,
-    WriteRecords,
-    WriteState,
-)
+from floatlock.nsm.effects import Callout, Effect, FireCallback, Notify, Resolve
 from floatlock.nsm.monitor import NODE, Monitor
 from floatlock.nsm.notify import Notifier, NotifyJob
-from floatlock.nsm.proto import MonId, MyId, Res
+from floatlock.nsm.proto import MonId, MyId, Res, SmStatRes
 from floatlock.nsm.retry import Backoff
 from floatlock.nsm.service import NsmService
 from floatlock.nsm.statd_cli import add_arguments, run
 from floatlock.nsm.store import StateDir
+from floatlock.nsm.writer import StoreWriter, file_effects
 from floatlock.rpc.dispatch import Dispatcher
 
 __all__ = ["Statd", "StatdConfig", "add_arguments", "run"]
@@ -90,11 +86,13 @@ class Statd:
         config: StatdConfig,
         dispatcher: Dispatcher | None = None,
         clock: Callable[[], float] = time.monotonic,
+        writer: StoreWriter | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.monitor = Monitor(grace=config.grace)
         self.state_dir = StateDir(config.state_dir)
+        self.writer = writer if writer is not None else StoreWriter(self.state_dir)
         self.notifier = Notifier(
             config.notify_backoff,
             concurrency=config.notify_concurrency,
@@ -119,11 +117,11 @@ class Statd:
 
     async def start(self, virtual_servers: Sequence[str] = ()) -> None:
         """Start the node identity, then take over ``virtual_servers``."""
-        self._start_identity(NODE, notify=self.config.notify)
+        await self._start_identity(NODE, notify=self.config.notify)
         for vs in virtual_servers:
             await self.takeover(vs)
 
-    def _start_identity(self, name: ServerAddress, notify: bool) -> int:
+    async def _start_identity(self, name: ServerAddress, notify: bool) -> int:
         store = self.state_dir.identity(name)
         store.ensure()
         current = store.load().records
@@ -131,7 +129,7 @@ class Statd:
         effects = self.monitor.start(
             name, store.read_state(), current, backup, self.clock(), notify=notify
         )
-        self.persist(effects)
+        await self.durable(effects)  # the new state is on disk before SM_NOTIFY carries it
         self.launch(effects)
         state = self.monitor.identities[name].state
         log.info(
@@ -143,13 +141,13 @@ class Statd:
     async def takeover(self, address: str) -> int:
         """Serve the identity of a virtual server address: load its records, bump its state
         number, start its grace and notify its clients from it.  Returns the new state."""
-        return self._start_identity(server_address(address), notify=True)
+        return await self._start_identity(server_address(address), notify=True)
 
     async def release(self, address: str, wait: bool = True) -> int:
         """Give a virtual server up: fire the callbacks of all its clients (lockd drops those
         locks and no others), write its even state.  Returns the number of callbacks."""
         effects = self.monitor.release(server_address(address), self.clock())
-        self.persist(effects)
+        await self.durable(effects)
         tasks = self._fire([e for e in effects if isinstance(e, FireCallback)])
         if wait and tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -161,22 +159,26 @@ class Statd:
     def grace_remaining(self, my_name: str) -> int:
         return self.monitor.grace_remaining(my_name, self.clock())
 
-    def monitor_local(
+    async def monitor_local(
         self, mon_name: str, my_name: str, callback: tuple[int, int, int], priv: bytes
     ) -> MonitorResult:
-        """SM_MON2 for an in-process lockd (no RPC): the same checks, record and effects."""
+        """SM_MON2 for an in-process lockd (no RPC): the same checks, record and effects;
+        done when the record is durable, as an SM_MON reply would be."""
         mid = MonId(mon_name, MyId(my_name, *callback))
         r = self.service.monitor_request(mid, priv, "127.0.0.1", True)
+        if not isinstance(r, SmStatRes):
+            r = await r
         if r.res_stat != Res.STAT_SUCC:
             return MonitorResult(False, r.state, None)
         return MonitorResult(True, r.state, self.monitor.grace_remaining(my_name, self.clock()))
 
-    def unmonitor_local(self, mon_name: str, my_name: str, callback: tuple[int, int, int]) -> int:
-        """SM_UNMON for an in-process lockd; returns the identity's state."""
-        state, effects = self.monitor.unmon(MonId(mon_name, MyId(my_name, *callback)), True)
-        self.persist(effects)
-        self.launch(effects)
-        return state
+    async def unmonitor_local(
+        self, mon_name: str, my_name: str, callback: tuple[int, int, int]
+    ) -> int:
+        """SM_UNMON for an in-process lockd; returns the identity's state once the record's
+        removal is durable (as an SM_UNMON reply)."""
+        r = self.service.unmonitor_request(MonId(mon_name, MyId(my_name, *callback)), True)
+        return r if isinstance(r, int) else await r
 
     def add_local_callback(self, prog: int, vers: int, handler: LocalCallback) -> None:
         """In-process route for status callbacks to (prog, vers): floatlock's own lockd."""
@@ -184,31 +186,66 @@ class Statd:
 
     async def stop(self) -> None:
         """Clean shutdown: even state numbers for every identity; background work cancelled."""
-        for name in list(self.monitor.identities):
-            self.persist(self.monitor.stop(name))
+        stopping = [self.persist(self.monitor.stop(n)) for n in list(self.monitor.identities)]
+        waits = [f for f in stopping if f is not None]
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.error("cannot write the state of a clean stop: %s", r)
+        await self.writer.close()
         for t in list(self._tasks):
             t.cancel()
         self.callbacks.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def wait_idle(self) -> None:
-        """Wait until notifications, callbacks and callouts in flight are done (tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self.callbacks.drain()
+        """Wait until notifications, callbacks, callouts and the file writes they caused
+        are done (tests)."""
+        while True:
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self.callbacks.drain()
+            last = self.writer.last()
+            if last is None:
+                if not self._tasks:
+                    return
+                continue
+            await asyncio.gather(asyncio.shield(last), return_exceptions=True)
 
     # -- effects (service.EffectSink) -----------------------------------------------------
 
-    def persist(self, effects: list[Effect]) -> None:
-        for e in effects:
-            if isinstance(e, WriteRecords):
-                self.state_dir.identity(e.identity).write_records(e.mon_name, e.records)
-            elif isinstance(e, WriteState):
-                self.state_dir.identity(e.identity).write_state(e.state)
-            elif isinstance(e, MoveToBackup):
-                self.state_dir.identity(e.identity).move_to_backup()
-            elif isinstance(e, DeleteBackup):
-                self.state_dir.identity(e.identity).delete_backup(e.mon_name)
+    def persist(
+        self, effects: list[Effect], records_of: tuple[ServerAddress, str] | None = None
+    ) -> asyncio.Future[None] | None:
+        """Hand the file effects to the writer: the future of their durability (it fails
+        with the OSError that prevented it), or None when there is nothing to wait for.
+
+        With no file effect, ``records_of`` (identity, mon_name) names a record file whose
+        pending write must still be waited for: an SM_MON that repeats a record already in
+        memory (a retransmission) is not acknowledged before the first copy's write is
+        durable.  Should the caller be cancelled, it must not cancel the future (shared):
+        :meth:`durable` shields it.
+        """
+        if file_effects(effects):
+            return self.writer.submit(effects)
+        if records_of is not None:
+            return self.writer.pending_records(*records_of)
+        return None
+
+    def last_write(self) -> asyncio.Future[None] | None:
+        return self.writer.last()
+
+    async def durable(self, effects: list[Effect]) -> None:
+        """Persist ``effects`` and wait until they are durable (raises OSError)."""
+        fut = self.persist(effects)
+        if fut is not None:
+            await asyncio.shield(fut)
+
+    def persist_background(self, effects: list[Effect]) -> None:
+        """Persist ``effects`` with nobody waiting (a failure is logged)."""
+        fut = self.persist(effects)
+        if fut is not None:
+            fut.add_done_callback(_log_failure)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -254,4 +291,9 @@ class Statd:
         ident = self.monitor.identities.get(n.identity)
         if ident is None or ident.state != n.state:
             return  # released or restarted since: the sm.bak record is no longer ours
-        self.persist(self.monitor.notify_done(n.identity, n.mon_name, ok))
+        self.persist_background(self.monitor.notify_done(n.identity, n.mon_name, ok))
+
+
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and (e := fut.exception()) is not None:
+        log.error("statd: cannot update the state directory: %s", e)

@@ -19,10 +19,14 @@ order), my_prog, my_vers, my_proc in hex, the private bytes, and the names
 ``sm-notify -P DIR`` reads what we write and we read what ``rpc.statd`` writes.
 
 Crash safety: every file is replaced by write-to-temp, fsync, rename, fsync of the directory,
-so a reader sees the old or the new file, never a mix.  A file or line that does not parse
-(torn by a foreign writer, or not ours) is logged and skipped, never fatal.  Temporary files
-(names starting with ``.``, which :func:`names.encode` never produces) left by a crash are
-removed when the directory is loaded.
+so a reader sees the old or the new file, never a mix.  Every writing method takes an optional
+``dirs`` set: given one, it fsyncs the file but leaves the directory fsync to the caller, and
+adds the directories to sync to the set, so that statd's writer
+(:mod:`floatlock.nsm.writer`) makes a whole batch durable with one fsync per directory.
+
+A file or line that does not parse (torn by a foreign writer, or not ours) is logged and
+skipped, never fatal.  Temporary files (names starting with ``.``, which :func:`names.encode`
+never produces) left by a crash are removed when the directory is loaded.
 """
 
 from __future__ import annotations
@@ -40,7 +44,15 @@ from floatlock.nsm import names
 from floatlock.nsm.effects import Callback, Record
 from floatlock.nsm.monitor import NODE
 
-__all__ = ["IdentityStore", "LoadResult", "StateDir", "format_record", "parse_record"]
+__all__ = [
+    "IdentityStore",
+    "LoadResult",
+    "StateDir",
+    "atomic_write",
+    "format_record",
+    "fsync_dir",
+    "parse_record",
+]
 
 log = logging.getLogger("floatlock.nsm.store")
 
@@ -89,7 +101,8 @@ class LoadResult:
     skipped: list[str] = field(default_factory=list)  # what was reported and skipped
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (creations, renames, removals) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -97,8 +110,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` by ``data`` so that a crash leaves the old or the new file."""
+def _synced(path: Path, dirs: set[Path] | None) -> None:
+    """Directory ``path`` changed: fsync it now, or note it in ``dirs`` for the caller."""
+    if dirs is None:
+        fsync_dir(path)
+    else:
+        dirs.add(path)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, dirs: set[Path] | None = None) -> None:
+    """Replace ``path`` by ``data`` so that a crash leaves the old or the new file.
+
+    The file is durable on return; its directory entry too, unless ``dirs`` is given: then
+    the directory is added to it and the caller fsyncs it (before relying on the new name).
+    """
     tmp = path.with_name(f".tmp.{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -109,7 +134,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    _synced(path.parent, dirs)
 
 
 class IdentityStore:
@@ -143,8 +168,8 @@ class IdentityStore:
             return 0
         return max(0, int(_STATE.unpack(data)[0]))
 
-    def write_state(self, state: int) -> None:
-        atomic_write(self.state_file, _STATE.pack(state), 0o644)
+    def write_state(self, state: int, dirs: set[Path] | None = None) -> None:
+        atomic_write(self.state_file, _STATE.pack(state), 0o644, dirs)
 
     # -- records ---------------------------------------------------------------------------
 
@@ -182,23 +207,36 @@ class IdentityStore:
     def load_backup(self) -> LoadResult:
         return self._load_dir(self.bak)
 
-    def write_records(self, mon_name: str, records: tuple[Record, ...]) -> None:
-        path = self.sm / names.encode(mon_name)
+    def records_path(self, mon_name: str) -> Path:
+        return self.sm / names.encode(mon_name)
+
+    def backup_path(self, mon_name: str) -> Path:
+        return self.bak / names.encode(mon_name)
+
+    def write_records(
+        self, mon_name: str, records: tuple[Record, ...], dirs: set[Path] | None = None
+    ) -> None:
+        path = self.records_path(mon_name)
         if not records:
             try:
                 path.unlink()
             except FileNotFoundError:
                 return
-            _fsync_dir(self.sm)
+            _synced(self.sm, dirs)
             return
-        atomic_write(path, "".join(format_record(r) for r in records).encode("ascii"))
+        atomic_write(path, "".join(format_record(r) for r in records).encode("ascii"), 0o600, dirs)
 
-    def move_to_backup(self) -> None:
-        """Every ``sm/`` file into ``sm.bak/``, merged with what is already there."""
+    def move_to_backup(self, dirs: set[Path] | None = None) -> None:
+        """Every ``sm/`` file into ``sm.bak/``, merged with what is already there.
+
+        A merged ``sm.bak/`` file is made durable (directory included) before its ``sm/``
+        source is removed, so no crash loses the records of both.
+        """
         try:
             entries = sorted(os.listdir(self.sm))
         except FileNotFoundError:
             return
+        merged: list[Path] = []
         for entry in entries:
             if entry.startswith("."):
                 continue
@@ -209,22 +247,26 @@ class IdentityStore:
                     for line in src.read_text("ascii").splitlines(keepends=True):
                         if line not in lines:
                             lines.append(line)
-                    atomic_write(dst, "".join(lines).encode("ascii"))
-                    src.unlink()
+                    atomic_write(dst, "".join(lines).encode("ascii"), 0o600, set())
+                    merged.append(src)
                 except (OSError, UnicodeDecodeError) as e:
                     log.warning("cannot merge %s into %s: %s", src, dst, e)
                     continue
             else:
                 os.replace(src, dst)
-        _fsync_dir(self.bak)
-        _fsync_dir(self.sm)
+        if merged:
+            fsync_dir(self.bak)  # the merged copies are durable before their sources go
+            for src in merged:
+                src.unlink(missing_ok=True)
+        _synced(self.bak, dirs)
+        _synced(self.sm, dirs)
 
-    def delete_backup(self, mon_name: str) -> None:
+    def delete_backup(self, mon_name: str, dirs: set[Path] | None = None) -> None:
         try:
-            (self.bak / names.encode(mon_name)).unlink()
+            self.backup_path(mon_name).unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(self.bak)
+        _synced(self.bak, dirs)
 
 
 class StateDir:
