@@ -163,11 +163,16 @@ class ReadRes:
         enc = Encoder()
         enc.u32(self.status)
         encode_post_op_attr(enc, self.attr)
-        if self.status == Nfsstat3.OK:
-            enc.u32(len(self.data))
-            enc.boolean(self.eof)
-            enc.opaque(self.data)
-        return enc.getvalue()
+        if self.status != Nfsstat3.OK:
+            return enc.getvalue()
+        # The data is up to 1 MiB: copy it once (one join) rather than into the encoder's
+        # buffer and out again.
+        data = self.data
+        n = len(data)
+        enc.u32(n)
+        enc.boolean(self.eof)
+        enc.u32(n)
+        return b"".join((enc.getvalue(), data, b"\0" * (-n & 3)))
 
     @classmethod
     def decode(cls, dec: Decoder) -> ReadRes:

@@ -1,9 +1,10 @@
 """NFSv3 (100003 v3) and MOUNT v3 (100005 v3) on a Dispatcher: the asyncio adapter.
 
 :class:`NfsServer` owns the resolver (shared with NLM: pass ``server.resolver`` to lockd as
-its ``FileResolver``), the export access cache and a pool of worker threads.  Each call is
-decoded by the dispatcher, then run in a worker thread: the worker resolves the handle as root
-and switches its own filesystem identity to the caller for the syscalls
+its ``FileResolver``), the export access cache and a pool of worker threads
+(:mod:`floatlock.nfs.workers`: one job queue, results delivered to the loop in batches).
+Each call is decoded by the dispatcher, then run in a worker thread: the worker resolves the
+handle as root and switches its own filesystem identity to the caller for the syscalls
 (:mod:`floatlock.nfs.fsuid`), so the event loop never blocks on the disk and never changes
 identity.
 
@@ -15,16 +16,15 @@ retransmission with the first reply.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from floatlock.nfs import ops_attr, ops_dir, ops_io, ops_readdir
 from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
 from floatlock.nfs.exports import Export
+from floatlock.nfs.malloc import tune_for_large_buffers
 from floatlock.nfs.mount import MountTable
 from floatlock.nfs.openfiles import OpenFiles
 from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, DirOpArgs
@@ -52,6 +52,7 @@ from floatlock.nfs.proto_mount import (
     encode_mountlist,
 )
 from floatlock.nfs.resolver import Resolver
+from floatlock.nfs.workers import Workers
 from floatlock.rpc.dispatch import Call, Dispatcher, Procedure
 
 log = logging.getLogger("floatlock.nfs")
@@ -87,10 +88,12 @@ class NfsServer:
         self.files = OpenFiles()
         self.state = ServerState(self.resolver, self.access, os.urandom(8), self.files)
         self.mounts = MountTable(self.resolver, self.access)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nfs")
+        self._pool = Workers(workers, "nfs")
+        # 1 MiB READ/WRITE records must not page-fault fresh memory on every call.
+        tune_for_large_buffers()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.close()
         self.files.close()
         self.resolver.close()
 
@@ -101,12 +104,10 @@ class NfsServer:
     def _nfs(
         self, name: str, fn: Callable[[Request, A], R], decode: Callable[..., A], idem: bool = True
     ) -> Procedure[A, R]:
-        state, pool = self.state, self._pool
+        state, submit, caller = self.state, self._pool.submit, self._caller
 
         async def handler(args: A, call: Call) -> R:
-            req = Request(state, self._caller(call))
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(pool, fn, req, args)
+            return await submit(fn, Request(state, caller(call)), args)
 
         return Procedure(name, handler, decode, _encode, idem)
 
@@ -140,8 +141,7 @@ class NfsServer:
 
     async def _mnt(self, path: str, call: Call) -> MountRes:
         c = self._caller(call)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.mounts.mnt, path, c.ip, c.port)
+        return await self._pool.submit(self.mounts.mnt, path, c.ip, c.port)
 
     def _umnt(self, path: str, call: Call) -> None:
         self.mounts.umnt(path, self._caller(call).ip)
