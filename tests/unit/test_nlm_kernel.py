@@ -195,3 +195,45 @@ def test_read_only_file_allows_shared_refuses_exclusive(
     assert m.try_lock("h2", "B", f, 0, 10, exclusive=True) == KernelHolder(-1, 0, 10, False)
     assert m.close("A", f.key) and not m.close("A", f.key)
     assert len(m) == 0
+
+
+def test_released_descriptions_stay_idle_until_swept(
+    env: tuple[Path, ExportFile, KernelMirror],
+) -> None:
+    path, f, m = env
+    assert m.try_lock("h1", "A", f, 0, 10, exclusive=True) is None
+    m.unlock("A", f.key, 0, 10)
+    m.release("A", f.key)
+    assert len(m) == 1 and m.idle() == 1 and m.in_use() == 0
+    probe = LocalHolder(path, 0, 10)
+    probe.release()
+    assert probe.locked  # an idle description holds nothing
+    # Reused by the owner's next lock, then idle again.
+    assert m.try_lock("h1", "A", f, 0, 10, exclusive=True) is None
+    assert len(m) == 1 and m.idle() == 0
+    m.unlock("A", f.key, 0, 10)
+    m.release("A", f.key)
+    # A failed lock on an idle description leaves it idle.
+    assert m.try_lock("h2", "B", f, 0, 10, exclusive=True) is None
+    assert m.try_lock("h1", "A", f, 5, 6, exclusive=False) == KernelHolder(-1, 0, 10, True)
+    assert m.has("A", f.key) and m.idle() == 1
+    # A sweep closes only what was idle through the whole previous interval.
+    assert m.sweep_idle() == 0
+    assert m.sweep_idle() == 1 and not m.has("A", f.key) and len(m) == 1
+    m.release("B", f.key)
+    assert m.drop_host("h2") == 1 and len(m) == 0 and m.idle() == 0
+
+
+def test_idle_descriptions_are_bounded(env: tuple[Path, ExportFile, KernelMirror]) -> None:
+    _, f, m = env
+    m.max_idle = 2
+    for owner in ("A", "B", "C"):
+        assert m.try_lock("h", owner, f, 0, 1, exclusive=False) is None
+        m.unlock(owner, f.key, 0, 1)
+        m.release(owner, f.key)
+    assert m.idle() == 2 and not m.has("A", f.key)  # the oldest idle one was closed
+    m.max_idle = 0
+    assert m.try_lock("h", "D", f, 0, 1, exclusive=False) is None
+    m.unlock("D", f.key, 0, 1)
+    m.release("D", f.key)
+    assert not m.has("D", f.key)  # no idle cache: closed at once

@@ -106,7 +106,8 @@ def test_lock_needs_monitoring_then_is_mirrored_in_kernel(env: Env) -> None:
     local.release()
     assert not local.locked  # the kernel holds the NLM lock
     env.unlock(C1, VIP1, 1, 0, 0)
-    assert len(env.kernel) == 0  # nothing held: the owner's description is closed
+    # Nothing held: the owner's description holds no lock and is kept idle for its next lock.
+    assert env.kernel.in_use() == 0 and env.kernel.idle() == 1
     local = LocalHolder(env.path, 5, 1)
     local.release()
     assert local.locked
@@ -271,7 +272,9 @@ def test_open_file_cache_is_pruned_when_the_file_is_unused(env: Env) -> None:
     assert env.svc.open_files() == 1
     assert env.svc.locks.owner_holds(env.svc.locks.held()[0].file, env.svc.locks.held()[0].owner)
     env.unlock(C2, VIP1, 2, 0, 10)
-    assert env.svc.open_files() == 0 and len(env.kernel) == 0
+    assert env.svc.open_files() == 0 and env.kernel.in_use() == 0
+    assert env.svc.sweep_idle() == 0 and env.svc.sweep_idle() == 2  # idle a whole interval
+    assert len(env.kernel) == 0
     s1 = ShareArgs(b"", Share("a", env.fh, b"o1", 0, 1), False)
     assert env.svc.share(s1, call(C1, VIP1), 1.0).reply.stat == Nlm4Stat.GRANTED
     assert env.svc.open_files() == 1
@@ -298,3 +301,59 @@ def test_lock_msg_waiter_is_granted_with_granted_msg_and_own_cookie(env: Env) ->
     out = env.svc.granted_answered(g.blocked, Nlm4Stat.DENIED, 3.0)
     (g2,) = [e for e in out.effects if isinstance(e, SendGranted)]
     assert g2.msg and g2.args.lock.svid == 3 and g2.args.cookie not in (b"same", g.args.cookie)
+
+
+def test_idle_description_is_reused_and_holds_nothing(env: Env) -> None:
+    env.monitor(C1, VIP1)
+    env.monitor(C2, VIP1)
+    assert env.lock(C1, VIP1, 1, 0, 10)[0] == Nlm4Stat.GRANTED
+    env.unlock(C1, VIP1, 1, 0, 10)
+    assert env.kernel.idle() == 1
+    # The idle description holds nothing: another owner and a local process may lock.
+    assert env.lock(C2, VIP1, 2, 0, 10)[0] == Nlm4Stat.GRANTED
+    env.unlock(C2, VIP1, 2, 0, 10)
+    local = LocalHolder(env.path, 0, 10)
+    local.release()
+    assert local.locked
+    # The first owner's next lock takes its idle description again.
+    assert env.lock(C1, VIP1, 1, 0, 10)[0] == Nlm4Stat.GRANTED
+    assert len(env.kernel) == 2 and env.kernel.in_use() == 1 and env.kernel.idle() == 1
+    local = LocalHolder(env.path, 5, 1)
+    local.release()
+    assert not local.locked
+    # Dropping the host closes its descriptions, idle or not.
+    host = env.svc.host_for("", call(C1, VIP1), 3.0)
+    env.svc.drop_host(host, 3.0)
+    assert len(env.kernel) == 1 and env.kernel.idle() == 1
+
+
+def test_resolved_handles_are_trusted_for_handle_ttl(env: Env) -> None:
+    env.monitor(C1, VIP1)
+    assert env.lock(C1, VIP1, 1, 0, 10, now=1.0)[0] == Nlm4Stat.GRANTED
+    env.svc.unlock(UnlockArgs(b"u", env.nlock(1, 0, 10)), call(C1, VIP1), 1.0)
+    env.path.unlink()
+    env.path.write_bytes(b"new file, new inode")
+    within = 1.0 + env.svc.handle_ttl / 2
+    assert env.lock(C1, VIP1, 1, 0, 10, now=within)[0] == Nlm4Stat.GRANTED  # cached
+    env.svc.unlock(UnlockArgs(b"u", env.nlock(1, 0, 10)), call(C1, VIP1), within)
+    later = 1.0 + env.svc.handle_ttl
+    assert env.lock(C1, VIP1, 1, 0, 10, now=later)[0] == Nlm4Stat.STALE_FH  # resolved again
+    assert env.lock(C1, VIP1, 1, 0, 10, now=later)[0] == Nlm4Stat.STALE_FH  # not cached
+
+
+def test_resolved_handle_cache_is_bounded(tmp_path: Path) -> None:
+    e = Env(tmp_path)
+    try:
+        e.svc.max_handles = 3
+        e.monitor(C1, VIP1)
+        for n in range(5):
+            (tmp_path / f"g{n}").write_bytes(b"")
+            fh = e.resolver.handle(f"g{n}")
+            r = e.svc.test(NlmTestArgs(b"t", True, e.nlock(1, 0, 1, fh=fh)), call(C1, VIP1), 1.0)
+            assert r.stat == Nlm4Stat.GRANTED
+        assert len(e.svc._handles) == 3
+        e.svc.forget_handles()
+        assert len(e.svc._handles) == 0
+    finally:
+        e.kernel.close_all()
+        e.resolver.close()

@@ -23,6 +23,15 @@ starting at or past 2**63 has no kernel part at all and is not mirrored (``try_l
 without a syscall).  Locks and unlocks are clamped the same way, so the kernel's view of each
 owner stays the core's view restricted to ``[0, 2**63)``.
 
+Descriptors outlive their locks.  Opening a description per lock and closing it at the unlock
+cost two ``open_by_handle_at`` and a close per LOCK/UNLOCK pair; instead, when an owner holds
+nothing more on a file, :meth:`KernelMirror.release` parks its description as *idle*: it holds
+no lock, so it is invisible to the kernel's lock checks (an OFD with no locks is harmless), and
+the owner's next lock on the file reuses it.  Idle descriptions are bounded (``max_idle``,
+oldest closed first), closed by :meth:`KernelMirror.sweep_idle` once idle for a whole sweep
+interval (lockd's housekeeping), and closed at once when their host is dropped.  The cost of
+keeping one is a descriptor and, for a file removed meanwhile, its inode until the sweep.
+
 Descriptors are opened read-write when the file allows it (an exclusive lock needs a writable
 description: ``EBADF`` otherwise) and read-only as a fallback; an exclusive lock on a file that
 only opens read-only raises :class:`ReadOnlyFile` (lockd answers ``NLM4_ROFS``).
@@ -109,16 +118,32 @@ class _Ofd:
         self.writable = writable
 
 
+#: Idle descriptions kept for reuse at most (see the module doc).
+DEFAULT_MAX_IDLE: Final = 4096
+
+
 class KernelMirror:
     """Open file descriptions per (owner, file key), holding each NLM owner's kernel locks."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_idle: int = DEFAULT_MAX_IDLE) -> None:
         self._ofds: dict[tuple[Hashable, Hashable], _Ofd] = {}
         self._by_host: dict[Hashable, dict[tuple[Hashable, Hashable], None]] = {}
+        #: descriptions holding no lock, oldest first -> the sweep generation they went idle in
+        self._idle: dict[tuple[Hashable, Hashable], int] = {}
+        self._generation = 0
+        self.max_idle = max_idle
 
     def __len__(self) -> int:
-        """Open descriptors."""
+        """Open descriptors, idle ones included."""
         return len(self._ofds)
+
+    def in_use(self) -> int:
+        """Open descriptors that are not idle (their owner may hold locks on them)."""
+        return len(self._ofds) - len(self._idle)
+
+    def idle(self) -> int:
+        """Idle descriptors kept for reuse."""
+        return len(self._idle)
 
     def has(self, owner: Hashable, file_key: Hashable) -> bool:
         return (owner, file_key) in self._ofds
@@ -129,6 +154,8 @@ class KernelMirror:
         key = (owner, file.key)
         ofd = self._ofds.get(key)
         if ofd is not None:
+            if self._idle:
+                self._idle.pop(key, None)
             return ofd, False
         try:
             fd, writable = file.open(True), True
@@ -143,6 +170,31 @@ class KernelMirror:
         self._by_host.setdefault(host, {})[key] = None
         return ofd, True
 
+    def release(self, owner: Hashable, file_key: Hashable) -> None:
+        """The owner holds nothing on the file any more: keep its description idle for reuse
+        (closing the oldest idle one past ``max_idle``)."""
+        key = (owner, file_key)
+        if key not in self._ofds:
+            return
+        if self.max_idle <= 0:
+            self.close(owner, file_key)
+            return
+        idle = self._idle
+        idle.pop(key, None)
+        idle[key] = self._generation
+        if len(idle) > self.max_idle:
+            old_owner, old_file = next(iter(idle))
+            self.close(old_owner, old_file)
+
+    def sweep_idle(self) -> int:
+        """Close the descriptions idle since the previous sweep; returns how many."""
+        gen = self._generation
+        old = [k for k, g in self._idle.items() if g < gen]
+        for owner_key, file_key in old:
+            self.close(owner_key, file_key)
+        self._generation = gen + 1
+        return len(old)
+
     def close(self, owner: Hashable, file_key: Hashable) -> bool:
         """Close the owner's description of the file (it holds nothing there any more);
         closing releases whatever the kernel still had on it."""
@@ -150,6 +202,8 @@ class KernelMirror:
         ofd = self._ofds.pop(key, None)
         if ofd is None:
             return False
+        if self._idle:
+            self._idle.pop(key, None)
         entries = self._by_host[ofd.host]
         del entries[key]
         if not entries:
@@ -194,7 +248,14 @@ class KernelMirror:
         ext = kernel_extent(start, end)
         if ext is None:
             return None
+        key = (owner, file.key)
+        was_idle = key in self._idle
         ofd, fresh = self._open(host, owner, file)
+        if exclusive and not ofd.writable and was_idle:
+            # Opened read-only for an earlier shared lock; the file may be writable now.
+            self.close(owner, file.key)
+            ofd, fresh = self._open(host, owner, file)
+            was_idle = False
         if exclusive and not ofd.writable:
             if fresh:
                 self.close(owner, file.key)
@@ -205,10 +266,14 @@ class KernelMirror:
         except OSError as e:
             if fresh:
                 self.close(owner, file.key)
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                holder = self._getlk(ofd.fd if not fresh else None, file, kind, ext)
-                return holder if holder is not None else KernelHolder(0, start, end, exclusive)
-            raise
+            try:
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    holder = self._getlk(ofd.fd if not fresh else None, file, kind, ext)
+                    return holder if holder is not None else KernelHolder(0, start, end, exclusive)
+                raise
+            finally:
+                if was_idle:
+                    self.release(owner, file.key)  # still holds nothing: idle again
         return None
 
     def unlock(self, owner: Hashable, file_key: Hashable, start: int, end: int) -> None:

@@ -23,7 +23,12 @@ service's effects:
 
 LOCK, CANCEL, UNLOCK, SHARE, UNSHARE, NM_LOCK and their ``_MSG`` forms change state and go
 through the duplicate request cache (``idempotent=False``).  ``housekeeping(now)`` is for the
-daemon's timer: host collection (SM_UNMON), queued requests not re-sent, grace clocks run out.
+daemon's timer: host collection (SM_UNMON), queued requests not re-sent, grace clocks run out,
+idle kernel descriptions closed.
+
+LOCK is a plain handler: for a host already monitored (every request but a host's first) it
+answers synchronously, on the transport's fast path with no task; only a first LOCK returns a
+coroutine that waits for SM_MON (the dispatcher's "plain handler that returns a coroutine").
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from floatlock.address import canonical_ip
@@ -198,9 +203,23 @@ class NlmProgram:
     def _test(self, a: TestArgs, call: Call) -> TestRes:
         return self.service.test(a, call, self._clock())
 
-    async def _lock(self, a: LockArgs, call: Call, msg: bool = False) -> Res:
-        if not await self._host_ready(a.lock.caller_name, call):
+    def _lock(self, a: LockArgs, call: Call, msg: bool = False) -> Res | Coroutine[Any, Any, Res]:
+        """LOCK: synchronous for a host statd already watches (the common case); a coroutine
+        (the dispatcher awaits it) only while the host's SM_MON is to be done first."""
+        now = self._clock()
+        try:
+            host = self.service.host_for(a.lock.caller_name, call, now)
+        except HostLimitError:
             return Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS)
+        if not host.monitored:
+            return self._lock_after_monitor(a, call, host, msg)
+        reply: Res = self._done(self.service.lock(a, call, now, msg=msg, host=host))
+        return reply
+
+    async def _lock_after_monitor(self, a: LockArgs, call: Call, host: Host, msg: bool) -> Res:
+        if not await self._ensure_monitored(host):
+            return Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS)
+        # Looked up again: the host may have been collected or dropped while statd answered.
         reply: Res = self._done(self.service.lock(a, call, self._clock(), msg=msg))
         return reply
 
@@ -256,8 +275,14 @@ class NlmProgram:
         r = self._test(a, call)
         return self._send_res(call, a.lock.caller_name, NlmProc.TEST_RES, r)
 
-    async def _lock_msg(self, a: LockArgs, call: Call) -> object:
-        r = await self._lock(a, call, msg=True)
+    def _lock_msg(self, a: LockArgs, call: Call) -> object:
+        r = self._lock(a, call, msg=True)
+        if isinstance(r, Res):
+            return self._send_res(call, a.lock.caller_name, NlmProc.LOCK_RES, r)
+        return self._lock_msg_after(a, call, r)
+
+    async def _lock_msg_after(self, a: LockArgs, call: Call, pending: Awaitable[Res]) -> object:
+        r = await pending
         return self._send_res(call, a.lock.caller_name, NlmProc.LOCK_RES, r)
 
     def _cancel_msg(self, a: CancArgs, call: Call) -> object:
@@ -280,9 +305,11 @@ class NlmProgram:
     # -- timers ---------------------------------------------------------------------------
 
     def housekeeping(self, now: float) -> None:
-        """Collect idle hosts (SM_UNMON), expire queued requests and ended grace clocks."""
+        """Collect idle hosts (SM_UNMON), expire queued requests and ended grace clocks, close
+        kernel descriptions idle since the previous call."""
         svc = self.service
         self._carry_out(svc.expire(now, self.blocked_max_age))
+        svc.sweep_idle()
         for ended in svc.grace.expire(now):
             log.info("grace period over for %s", ended)
         for unmon in svc.hosts.collect(now):

@@ -306,6 +306,9 @@ class SmStatus:
 # -- codecs -----------------------------------------------------------------------------------
 
 _BOOL2: Final = struct.Struct(">II")
+_U32_PACK: Final = struct.Struct(">I").pack
+_I32_PACK: Final = struct.Struct(">i").pack
+_PADDING: Final = (b"", b"\0", b"\0\0", b"\0\0\0")
 _SHARE_TAIL: Final = struct.Struct(">iiI")  # mode, access, reclaim
 _NOTIFY_STATE: Final = struct.Struct(">i")
 
@@ -488,10 +491,13 @@ class NlmCodec:
         return Res(cookie, self._stat(dec))
 
     def encode_res(self, r: Res) -> bytes:
-        enc = Encoder()
-        enc.opaque(r.cookie, MAXNETOBJ_SZ)
-        enc.i32(self._enc_stat(r.stat))
-        return enc.getvalue()
+        """``nlm_res`` / ``nlm4_res`` (every LOCK and UNLOCK reply): one pack, no Encoder."""
+        cookie = r.cookie
+        n = len(cookie)
+        if n > MAXNETOBJ_SZ:
+            raise XdrError(f"cookie of {n} bytes exceeds {MAXNETOBJ_SZ}")
+        stat = r.stat if self.wide else v1_status(r.stat)
+        return b"".join((_U32_PACK(n), cookie, _PADDING[-n & 3], _I32_PACK(stat)))
 
     def testres(self, dec: Decoder) -> TestRes:
         cookie = dec.opaque(MAXNETOBJ_SZ)

@@ -75,6 +75,11 @@ __all__ = ["Effect", "NlmService", "Outcome", "SendGranted", "SendResult"]
 
 _STAT_FOR_LIMIT = Nlm4Stat.DENIED_NOLOCKS
 
+#: Seconds a resolved file handle is trusted before it is resolved again.
+DEFAULT_HANDLE_TTL = 2.0
+#: Resolved file handles kept at most.
+DEFAULT_MAX_HANDLES = 4096
+
 
 class NlmService:
     """The NLM procedures over the host table, grace clocks, resolver, lock core and kernel."""
@@ -85,6 +90,9 @@ class NlmService:
         grace: GraceClocks,
         files: FileResolver,
         kernel: KernelMirror | None = None,
+        *,
+        handle_ttl: float = DEFAULT_HANDLE_TTL,
+        max_handles: int = DEFAULT_MAX_HANDLES,
         **lock_limits: int,
     ) -> None:
         self.hosts = hosts
@@ -93,6 +101,10 @@ class NlmService:
         self.kernel = kernel
         self.locks = LockManager(admit=self._admit if kernel is not None else None, **lock_limits)
         self._open: dict[Hashable, LockFile] = {}  # file key -> LockFile, while in use
+        #: handle -> (its file, when it was resolved); see _file
+        self._handles: dict[bytes, tuple[LockFile, float]] = {}
+        self.handle_ttl = handle_ttl
+        self.max_handles = max_handles
         self._waiting: dict[tuple[Hashable, Hashable, int, int, bool], Waiting] = {}
         #: Queued requests the kernel refused because of a local holder (see localwait).
         self.local_waits = LocalWaits()
@@ -126,10 +138,38 @@ class NlmService:
             return False
         return True
 
-    def _file(self, fh: bytes) -> LockFile:
-        lf = self.files.resolve(fh)
-        self._open.setdefault(lf.key, lf)
+    def _file(self, fh: bytes, now: float) -> LockFile:
+        """The file of ``fh``: resolved at most once per ``handle_ttl`` seconds per handle.
+
+        Resolving an NFS handle costs a MAC check, ``open_by_handle_at``, ``fstat`` and a
+        close; the answer is kept (bounded, oldest first out) and trusted for ``handle_ttl``
+        seconds.  Within that time a handle whose file was removed may still be locked, as
+        Linux lockd does for as long as it keeps the file open; the kernel locks then sit on
+        the removed inode and harm nobody.
+        """
+        cached = self._handles.get(fh)
+        if cached is not None and now - cached[1] < self.handle_ttl:
+            lf = cached[0]
+        else:
+            lf = self.files.resolve(fh)  # raises StaleHandle: nothing cached
+            handles = self._handles
+            if cached is not None:
+                del handles[fh]
+            elif len(handles) >= self.max_handles:
+                del handles[next(iter(handles))]
+            handles[fh] = (lf, now)
+        open_ = self._open
+        if lf.key not in open_:
+            open_[lf.key] = lf
         return lf
+
+    def forget_handles(self) -> None:
+        """Drop the resolved-handle cache (every handle is resolved again on next use)."""
+        self._handles.clear()
+
+    def sweep_idle(self) -> int:
+        """Housekeeping: close kernel descriptions idle for a whole interval; how many."""
+        return self.kernel.sweep_idle() if self.kernel is not None else 0
 
     def _prune(self, file: Hashable) -> None:
         """Forget ``file`` once nothing (lock, queued request, share) refers to it."""
@@ -138,6 +178,10 @@ class NlmService:
             self.local_waits.discard(file)
 
     def _prune_resolved(self, fh: bytes) -> None:
+        cached = self._handles.get(fh)
+        if cached is not None:
+            self._prune(cached[0].key)
+            return
         with contextlib.suppress(StaleHandle):
             self._prune(self.files.resolve(fh).key)
 
@@ -157,15 +201,30 @@ class NlmService:
     def _close_if_idle(self, owner: Hashable, file: Hashable) -> None:
         """Close ``owner``'s kernel description of ``file`` once it holds nothing there."""
         if self.kernel is not None and not self.locks.owner_holds(file, owner):
-            self.kernel.close(owner, file)
+            self.kernel.release(owner, file)  # kept idle for the owner's next lock
 
-    def _apply(self, effects: tuple[fx.Effect, ...], out: list[Effect]) -> None:
-        """Carry core effects into the kernel and the GRANTED callbacks."""
+    def _apply(
+        self,
+        effects: tuple[fx.Effect, ...],
+        out: list[Effect],
+        unlocked: tuple[Hashable, int, int] | None = None,
+    ) -> None:
+        """Carry core effects into the kernel and the GRANTED callbacks.
+
+        ``unlocked``: (owner, start, end) the kernel has already released (UNLOCK releases
+        in the kernel first): Released pieces of that owner inside it need no second call.
+        """
         for e in effects:
             out.append(e)
             if isinstance(e, fx.Released) and self.kernel is not None:
                 lk = e.lock
-                self.kernel.unlock(lk.owner, lk.file, lk.start, lk.end)
+                if (
+                    unlocked is None
+                    or lk.owner != unlocked[0]
+                    or lk.start < unlocked[1]
+                    or lk.end > unlocked[2]
+                ):
+                    self.kernel.unlock(lk.owner, lk.file, lk.start, lk.end)
                 self._close_if_idle(lk.owner, lk.file)
             elif isinstance(e, fx.GrantedFromQueue):
                 lk = e.blocked.lock
@@ -231,12 +290,12 @@ class NlmService:
             return TestRes(a.cookie, Nlm4Stat.DENIED_GRACE_PERIOD)
         lk = a.lock
         try:
-            return self._test(a, host, lk)
+            return self._test(a, host, lk, now)
         except StaleHandle:
             return TestRes(a.cookie, Nlm4Stat.STALE_FH)
 
-    def _test(self, a: TestArgs, host: Host, lk: NlmLock) -> TestRes:
-        lf = self._file(lk.fh)
+    def _test(self, a: TestArgs, host: Host, lk: NlmLock, now: float) -> TestRes:
+        lf = self._file(lk.fh, now)
         try:
             owner = self._owner(host, lk)
             held = self.locks.test(lf.key, owner, lk.offset, lk.length, a.exclusive)
@@ -262,18 +321,27 @@ class NlmService:
     # -- LOCK -----------------------------------------------------------------------------
 
     def lock(
-        self, a: LockArgs, call: Call, now: float, *, monitored: bool = True, msg: bool = False
+        self,
+        a: LockArgs,
+        call: Call,
+        now: float,
+        *,
+        monitored: bool = True,
+        msg: bool = False,
+        host: Host | None = None,
     ) -> Outcome:
         """LOCK / NM_LOCK (``monitored=False``).  The adapter gets the host monitored first.
 
         ``msg``: the request came as LOCK_MSG, so a later grant is sent as GRANTED_MSG (XNFS
-        NLM, "Asynchronous procedures").
+        NLM, "Asynchronous procedures").  ``host``: the request's host when the caller has
+        just looked it up (``host_for``), to save a second lookup.
         """
         out: list[Effect] = []
-        try:
-            host = self.host_for(a.lock.caller_name, call, now)
-        except HostLimitError:
-            return Outcome(Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
+        if host is None:
+            try:
+                host = self.host_for(a.lock.caller_name, call, now)
+            except HostLimitError:
+                return Outcome(Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
         in_grace = self.grace.in_grace(host.grace_key, now)
         if in_grace != a.reclaim:
             return Outcome(Res(a.cookie, Nlm4Stat.DENIED_GRACE_PERIOD))
@@ -283,7 +351,7 @@ class NlmService:
         lk = a.lock
         block = a.block and monitored
         try:
-            lf = self._file(lk.fh)
+            lf = self._file(lk.fh, now)
         except StaleHandle:
             return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
         try:
@@ -321,7 +389,7 @@ class NlmService:
         lk = a.lock
         try:
             host = self.host_for(lk.caller_name, call, now)
-            lf = self._file(lk.fh)
+            lf = self._file(lk.fh, now)
             effects = self.locks.cancel(
                 lf.key, self._owner(host, lk), lk.offset, lk.length, a.exclusive
             )
@@ -342,11 +410,11 @@ class NlmService:
         lk = a.lock
         try:
             host = self.host_for(lk.caller_name, call, now)
-            lf = self._file(lk.fh)
+            lf = self._file(lk.fh, now)
             owner = self._owner(host, lk)
+            start, end = byte_range(lk.offset, lk.length)
             if self.kernel is not None:
                 # Release in the kernel first: the core's wake-ups run the kernel veto.
-                start, end = byte_range(lk.offset, lk.length)
                 self.kernel.unlock(owner, lf.key, start, end)
             effects = self.locks.unlock(lf.key, owner, lk.offset, lk.length)
         except HostLimitError:
@@ -356,7 +424,7 @@ class NlmService:
         except LockRangeError:
             self._prune_resolved(lk.fh)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
-        self._apply(effects, out)
+        self._apply(effects, out, (owner, start, end))
         self._close_if_idle(owner, lf.key)
         self._prune(lf.key)
         self._settle(host, now)
@@ -389,7 +457,7 @@ class NlmService:
         if not host.monitored:
             return Outcome(ShareRes(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
         try:
-            lf = self._file(s.fh)
+            lf = self._file(s.fh, now)
         except StaleHandle:
             return Outcome(ShareRes(a.cookie, Nlm4Stat.STALE_FH))
         r = self.locks.share(
@@ -409,7 +477,7 @@ class NlmService:
         s = a.share
         try:
             host = self.host_for(s.caller_name, call, now)
-            lf = self._file(s.fh)
+            lf = self._file(s.fh, now)
         except HostLimitError:
             return Outcome(ShareRes(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
         except StaleHandle:

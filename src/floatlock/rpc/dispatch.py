@@ -121,6 +121,9 @@ class RpcStats:
 
 
 Reply = bytes | None
+
+#: Decoded AUTH_SYS credentials kept, by their bytes (oldest dropped first).
+MAX_CACHED_CREDS = 1024
 DispatchResult = bytes | None | Awaitable[bytes | None]
 
 
@@ -139,6 +142,7 @@ class Dispatcher:
         self.drc = drc if drc is not None else ReplyCache()
         self._clock = clock
         self.stats = RpcStats()
+        self._creds: dict[bytes, AuthSys] = {}  # AUTH_SYS body -> decoded, oldest first
 
     def register(
         self, prog: int, vers: int, procs: Mapping[int, Procedure[Any, Any]], name: str = ""
@@ -174,12 +178,22 @@ class Dispatcher:
             return None
         xid = call.xid
         if call.cred_flavor == 1:
-            try:
-                call.auth = AuthSys.decode(call.cred_body)
-            except XdrError as e:
-                stats.denied += 1
-                log.info("bad AUTH_SYS credential from %s: %s", client, e)
-                return auth_error_reply(xid, AuthStat.BADCRED)
+            # Clients send the same few credentials over and over: decode each once.  AuthSys
+            # is immutable, so one object serves every call that carried those bytes.
+            body = call.cred_body
+            auth = self._creds.get(body)
+            if auth is None:
+                try:
+                    auth = AuthSys.decode(body)
+                except XdrError as e:
+                    stats.denied += 1
+                    log.info("bad AUTH_SYS credential from %s: %s", client, e)
+                    return auth_error_reply(xid, AuthStat.BADCRED)
+                creds = self._creds
+                if len(creds) >= MAX_CACHED_CREDS:
+                    del creds[next(iter(creds))]
+                creds[body] = auth
+            call.auth = auth
         procs = self._procs.get((call.prog, call.vers))
         if procs is None:
             versions = self._versions.get(call.prog)
