@@ -266,7 +266,12 @@ class Encoder:
         buf += b"\0" * (-n & 3)
 
     def string(self, s: str | bytes, maxlen: int = HARD_MAX) -> None:
-        self.opaque(s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s, maxlen)
+        if isinstance(s, str):
+            try:
+                s = s.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as e:  # a lone surrogate no decoded name can contain
+                raise XdrError(f"string cannot be encoded: {e.reason}") from None
+        self.opaque(s, maxlen)
 
     def optional(self, v: T | None, item: Callable[[Encoder, T], None]) -> None:
         if v is None:

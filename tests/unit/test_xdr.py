@@ -173,3 +173,12 @@ def test_memoryview_and_offsets(blob: bytes, start: int) -> None:
     data = b"\0" * start + e.getvalue()
     assert Decoder(memoryview(data), start).opaque() == blob
     assert Decoder(bytearray(data), start).opaque() == blob
+
+
+def test_unencodable_string_is_an_xdr_error() -> None:
+    with pytest.raises(XdrError, match="cannot be encoded"):
+        Encoder().string("\ud800")
+    # Names decoded from arbitrary bytes survive the round trip (surrogateescape).
+    e = Encoder()
+    e.string(Decoder(b"\0\0\0\2\xff\xfe\0\0").string())
+    assert e.getvalue() == b"\0\0\0\2\xff\xfe\0\0"
