@@ -22,7 +22,9 @@ with ``[portmap] mode = "off"``, fixed ports from :func:`bench.loadgen.free_port
 ["127.0.0.1"]`` and the export ``127.0.0.1(rw,no_root_squash,insecure)`` (Ganesha's export is
 not root-squashed either; rpcload's source ports are not privileged).
 
-Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64]`` as root.
+Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64]`` as root;
+``--workers N`` and ``--inline true|false`` set floatlock's ``[nfs]`` table,
+``--floatlock-only`` skips Ganesha (for sweeps of those settings).
 """
 
 from __future__ import annotations
@@ -74,8 +76,11 @@ class Target:
 
 
 @contextmanager
-def floatlock_serve(export: Path, workdir: Path, timeout: float = 30.0) -> Iterator[Target]:
-    """``python -m floatlock serve --config CFG`` on 127.0.0.1, ports from free_port."""
+def floatlock_serve(
+    export: Path, workdir: Path, timeout: float = 30.0, nfs_section: str = ""
+) -> Iterator[Target]:
+    """``python -m floatlock serve --config CFG`` on 127.0.0.1, ports from free_port;
+    ``nfs_section``: the body of an ``[nfs]`` table (workers, inline_metadata) if any."""
     ports = {k: free_port("tcp") for k in ("nfs", "mount", "nlm", "statd")}
     cfg = workdir / "floatlock.toml"
     cfg.write_text(
@@ -84,8 +89,7 @@ def floatlock_serve(export: Path, workdir: Path, timeout: float = 30.0) -> Itera
         f'state_dir = "{workdir / "state"}"\n'
         'log_level = "warning"\n'
         "[ports]\n" + "".join(f"{k} = {v}\n" for k, v in ports.items()) + "[portmap]\n"
-        'mode = "off"\n'
-        "[[export]]\n"
+        'mode = "off"\n' + (f"[nfs]\n{nfs_section}" if nfs_section else "") + "[[export]]\n"
         f'path = "{export}"\n'
         'clients = "127.0.0.1(rw,no_root_squash,insecure)"\n'
     )
@@ -206,7 +210,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=3, help="passes of the Python I/O")
     parser.add_argument("--file-mib", type=int, default=64, help="size of the READ/WRITE file")
+    parser.add_argument("--workers", type=int, help="floatlock's [nfs] workers")
+    parser.add_argument(
+        "--inline",
+        choices=("true", "false"),
+        help="floatlock's [nfs] inline_metadata",
+    )
+    parser.add_argument(
+        "--floatlock-only",
+        action="store_true",
+        help="skip Ganesha (print floatlock's figures only)",
+    )
     args = parser.parse_args(argv)
+    section = ""
+    if args.workers is not None:
+        section += f"workers = {args.workers}\n"
+    if args.inline is not None:
+        section += f"inline_metadata = {args.inline}\n"
+    if args.floatlock_only:
+        with ExitStack() as stack:
+            export = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flio-")))
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flio-work-")))
+            os.chmod(export, 0o755)
+            with floatlock_serve(export, work, nfs_section=section) as target:
+                f = measure(target, args)
+        for k, v in f.items():
+            print(f"{k:40s} {v:10,.0f}")
+        return 0
     reason = available()
     if reason is not None:
         print(f"cannot run NFS-Ganesha: {reason}")
@@ -227,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
                 args,
             )
-        with floatlock_serve(export, work) as target:
+        with floatlock_serve(export, work, nfs_section=section) as target:
             f = measure(target, args)
     print(table([(k, f[k], g[k]) for k in g]))
     print(

@@ -26,6 +26,12 @@ Example::
     path = "/srv/nfs-ha/export"
     clients = "198.18.0.0/15(rw,no_root_squash) *(ro)"
 
+    [nfs]
+    workers = 2                  # threads doing the NFS file system calls
+    inline_metadata = true       # GETATTR/ACCESS/FSINFO/PATHCONF of cached handles on the
+                                 # event loop; false for exports whose stat() can block
+                                 # (see floatlock.nfs.service)
+
     [nlm]
     grace_seconds = 90
 
@@ -79,6 +85,12 @@ class ExportSection:
 
 
 @dataclass(frozen=True, slots=True)
+class NfsSection:
+    workers: int = 2
+    inline_metadata: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class NlmSection:
     grace_seconds: float = 90.0
     identify_by_caller_name: bool = False
@@ -100,6 +112,7 @@ class Config:
     ports: PortsSection = field(default_factory=PortsSection)
     portmap: PortmapSection = field(default_factory=PortmapSection)
     exports: tuple[ExportSection, ...] = (ExportSection(Path("var/export")),)
+    nfs: NfsSection = field(default_factory=NfsSection)
     nlm: NlmSection = field(default_factory=NlmSection)
     statd: StatdSection = field(default_factory=StatdSection)
     source: str = "<defaults>"
@@ -171,6 +184,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{where}: [ports] {f.name} = {port} is not a port number")
     if cfg.portmap.mode not in _PORTMAP_MODES:
         raise ConfigError(f"{where}: [portmap] mode must be one of {', '.join(_PORTMAP_MODES)}")
+    if not 1 <= cfg.nfs.workers <= 256:
+        raise ConfigError(f"{where}: [nfs] workers must be between 1 and 256")
     if cfg.nlm.grace_seconds < 0:
         raise ConfigError(f"{where}: [nlm] grace_seconds must not be negative")
 
@@ -185,6 +200,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         "server": ServerSection,
         "ports": PortsSection,
         "portmap": PortmapSection,
+        "nfs": NfsSection,
         "nlm": NlmSection,
         "statd": StatdSection,
     }

@@ -96,7 +96,12 @@ def build_daemon(cfg: Config) -> Daemon:
     # NFS and MOUNT; the handle key sits with the state so that every node sharing the
     # state directory hands out and accepts the same handles.
     try:
-        nfs = NfsServer(exports, load_handle_key(str(state / "fh.key")))
+        nfs = NfsServer(
+            exports,
+            load_handle_key(str(state / "fh.key")),
+            workers=cfg.nfs.workers,
+            inline_metadata=cfg.nfs.inline_metadata,
+        )
     except OSError as err:
         raise StartupError(f"cannot serve the exports: {err}") from None
     nfs_service = Service("nfs", cfg.ports.nfs, nfs.register)

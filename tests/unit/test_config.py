@@ -73,3 +73,13 @@ def test_errors_are_one_line(text: str, message: str) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_nfs_section() -> None:
+    cfg = parse_config("[nfs]\nworkers = 2\ninline_metadata = false\n")
+    assert cfg.nfs.workers == 2 and cfg.nfs.inline_metadata is False
+    assert parse_config("").nfs.inline_metadata is True
+    with pytest.raises(ConfigError, match=r"\[nfs\] workers"):
+        parse_config("[nfs]\nworkers = 0\n")
+    with pytest.raises(ConfigError, match="expected true or false"):
+        parse_config('[nfs]\ninline_metadata = "yes"\n')

@@ -90,13 +90,16 @@ class Caller:
 class Request:
     """Per-call state: opens handles and runs syscalls as the caller."""
 
-    __slots__ = ("caller", "identity", "options", "state")
+    __slots__ = ("cached_only", "caller", "identity", "options", "state")
 
-    def __init__(self, state: ServerState, caller: Caller) -> None:
+    def __init__(self, state: ServerState, caller: Caller, *, cached_only: bool = False) -> None:
         self.state = state
         self.caller = caller
         self.identity: Identity | None = None
         self.options: ExportOptions | None = None
+        # On the event loop thread (service.py, inline_metadata): a handle not in the cache
+        # raises resolver.NotCached and the call is handed to a worker instead.
+        self.cached_only = cached_only
 
     def admit(self, export: Export, *, modify: bool = False) -> ExportOptions:
         c = self.caller
@@ -115,7 +118,7 @@ class Request:
 
     def open(self, fh: bytes, *, modify: bool = False) -> Obj:
         """Resolve ``fh`` and admit the caller to its export (see the module docstring)."""
-        obj = self.state.resolver.open_handle(fh)
+        obj = self.state.resolver.open_handle(fh, cached_only=self.cached_only)
         try:
             self.admit(obj.root.export, modify=modify)
         except BaseException:

@@ -195,8 +195,5 @@ def pathconf3(req: Request, a: FhArgs) -> PathconfRes:
     except NfsError as e:
         return PathconfRes(e.status)
     with obj:
-        try:
-            name_max = os.fstatvfs(obj.fd).f_namemax
-        except OSError:
-            name_max = 255
+        name_max = obj.root.name_max  # one filesystem per export: read at start-up
         return PathconfRes(Nfsstat3.OK, attr_of(obj), linkmax=65000, name_max=name_max)

@@ -4,8 +4,11 @@ RFC 1813 sections 3.3.3 and 3.3.8-3.3.15.  Every name is one component (no '/'),
 syscall is a ``*at`` call relative to the directory's O_PATH descriptor, made as the caller,
 and every reply carries the directory's weak cache consistency data (section 2.6).
 
-REMOVE and RENAME drop the cached READ/WRITE descriptors (:mod:`floatlock.nfs.openfiles`)
-of the file they unlink or replace, so its space is freed now rather than when they idle out.
+REMOVE, RMDIR and RENAME drop the cached descriptors (READ/WRITE ones of
+:mod:`floatlock.nfs.openfiles`, O_PATH ones of the resolver's handle cache) of the file they
+unlink or replace, so its space is freed now rather than when they idle out; RMDIR and the
+RENAME of a directory also make every cached directory verdict be walked again.  LOOKUP
+answers from the handle cache when the child's inode is in it (one ``fstatat`` as the caller).
 
 LOOKUP does not cross mount points: a name whose inode is on another filesystem than the
 export is refused with NFS3ERR_ACCES (the handle could not be opened relative to the export).
@@ -60,22 +63,41 @@ _VERF = struct.Struct(">II")
 
 
 def _child(req: Request, d: Obj, name: str) -> Obj:
-    """Open ``name`` in directory ``d`` (O_PATH, no symlink following) as the caller."""
+    """Open ``name`` in directory ``d`` (O_PATH, no symlink following) as the caller.
+
+    A child already in the handle cache (found by inode after an ``fstatat``) is not opened
+    again; a new descriptor goes into the cache, for the GETATTR or ACCESS that follows."""
     root = d.root
+    resolver = req.state.resolver
     if name == "." or (name == ".." and d.st.st_ino == root.ino and d.st.st_dev == root.dev):
         fd = os.open(".", _O_PATH, dir_fd=d.fd)
-    else:
-        with req.acting():
-            fd = os.open(name, _O_PATH, dir_fd=d.fd)
+        try:
+            st = os.fstat(fd)
+            fh = resolver.handle_of(root, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Obj(root, fd, st, fh)
+    cache = resolver.cache
+    gen = cache.dir_gen  # d is inside the export, so is its child (".." of d: d != root)
+    with req.acting():
+        st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+    if st.st_dev != root.dev:
+        raise NfsError(Nfsstat3.ACCES, "mount point inside the export")
+    entry = cache.acquire_inode(root, st.st_dev, st.st_ino)
+    if entry is not None:
+        return Obj(root, entry.fd, st, entry.fh, cache, entry)
+    with req.acting():
+        fd = os.open(name, _O_PATH, dir_fd=d.fd)
     try:
         st = os.fstat(fd)
         if st.st_dev != root.dev:
             raise NfsError(Nfsstat3.ACCES, "mount point inside the export")
-        fh = req.state.resolver.handle_of(root, fd)
+        fh = resolver.handle_of(root, fd)
     except BaseException:
         os.close(fd)
         raise
-    return Obj(root, fd, st, fh)
+    return resolver.adopt(root, fd, st, fh, gen)
 
 
 def lookup3(req: Request, a: DirOpArgs) -> LookupRes:
@@ -242,14 +264,21 @@ def mknod3(req: Request, a: MknodArgs) -> CreateRes:
             return CreateRes(status_of(e), WccData(pre, post_attr(d)))
 
 
-def _inode_of(d: Obj, name: str) -> tuple[int, int] | None:
-    """(st_dev, st_ino) of ``name`` in ``d`` if it exists: the open descriptors of a file
-    that REMOVE or RENAME unlinks are dropped (floatlock.nfs.openfiles)."""
+def _stat_of(d: Obj, name: str) -> os.stat_result | None:
+    """The attributes of ``name`` in ``d`` if it exists: the cached descriptors of what
+    REMOVE, RMDIR or RENAME unlinks are dropped (floatlock.nfs.openfiles, resolver)."""
     try:
-        st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+        return os.stat(name, dir_fd=d.fd, follow_symlinks=False)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _forget(req: Request, st: os.stat_result | None) -> None:
+    if st is None:
+        return
+    if stat.S_ISREG(st.st_mode):
+        req.state.files.forget_inode(st.st_dev, st.st_ino)
+    req.state.resolver.cache.forget_inode(st.st_dev, st.st_ino)
 
 
 def _remove(req: Request, a: DirOpArgs, rmdir: bool) -> WccRes:
@@ -265,14 +294,15 @@ def _remove(req: Request, a: DirOpArgs, rmdir: bool) -> WccRes:
                 raise NfsError(Nfsstat3.INVAL if rmdir else Nfsstat3.ISDIR)
             if a.name == "..":
                 raise NfsError(Nfsstat3.NOTEMPTY if rmdir else Nfsstat3.ISDIR)
-            gone = None if rmdir else _inode_of(d, a.name)
+            gone = _stat_of(d, a.name)
             with req.acting():
                 if rmdir:
                     os.rmdir(a.name, dir_fd=d.fd)
                 else:
                     os.unlink(a.name, dir_fd=d.fd)
-            if gone is not None:
-                req.state.files.forget_inode(*gone)
+            if rmdir:
+                req.state.resolver.cache.dirs_changed()
+            _forget(req, gone)
         except (OSError, NfsError) as e:
             return WccRes(status_of(e), WccData(pre, post_attr(d)))
         return WccRes(Nfsstat3.OK, WccData(pre, post_attr(d)))
@@ -310,11 +340,17 @@ def rename3(req: Request, a: RenameArgs) -> RenameRes:
                 check_name(a.dst.name)
                 if a.src.name in (".", "..") or a.dst.name in (".", ".."):
                     raise NfsError(Nfsstat3.INVAL)
-                replaced = _inode_of(dst, a.dst.name)
+                moved = _stat_of(src, a.src.name)
+                replaced = _stat_of(dst, a.dst.name)
                 with req.acting():
                     os.rename(a.src.name, a.dst.name, src_dir_fd=src.fd, dst_dir_fd=dst.fd)
-                if replaced is not None:
-                    req.state.files.forget_inode(*replaced)
+                if moved is None or stat.S_ISDIR(moved.st_mode):
+                    req.state.resolver.cache.dirs_changed()  # re-walk directory verdicts
+                if replaced is not None and (
+                    moved is None
+                    or (replaced.st_dev, replaced.st_ino) != (moved.st_dev, moved.st_ino)
+                ):
+                    _forget(req, replaced)
             except (OSError, NfsError) as e:
                 status = status_of(e)
             return RenameRes(

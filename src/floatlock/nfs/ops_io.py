@@ -74,6 +74,7 @@ def _open_file(req: Request, fh: bytes, write: bool) -> tuple[OpenFile, os.stat_
             st = os.fstat(entry.fd)
             if st.st_nlink == 0:  # removed since it was cached
                 files.discard(entry)
+                req.state.resolver.cache.forget_inode(st.st_dev, st.st_ino)
                 raise _Refused(Nfsstat3.STALE)
             try:
                 _permit(req, entry.proc_path, st, write)

@@ -18,6 +18,30 @@
    other filesystems are never reached (the handle is opened relative to the export's mount
    and LOOKUP does not cross mount points).
 
+**Descriptor cache.**  Opening by handle (``open_by_handle_at``, ``fstat``, the ``..`` walk,
+``close``) costs more than a GETATTR itself, so :class:`HandleCache` keeps, per verified
+handle (its exact bytes), the open ``O_PATH`` descriptor and the containment verdict: at most
+``max_entries`` (least recently used evicted first), none idle longer than ``idle_seconds`` (a
+sweeper thread; an ``O_PATH`` descriptor keeps a file removed by a local process allocated
+until it is closed).  Every use re-validates the entry cheaply:
+
+* one ``fstat`` of the descriptor: ``st_nlink`` > 0 (removed files and directories are no
+  longer served: the entry is dropped and the handle re-resolved, which gives STALE) and the
+  same (st_dev, st_ino) as when it was made;
+* for a directory of an export that is not a whole filesystem, the verdict is re-checked: if
+  no RENAME or RMDIR went through this server since it was made (a generation counter that
+  :meth:`HandleCache.dirs_changed` bumps), a ``readlink`` of ``/proc/self/fd/N`` (the kernel's
+  ``d_path`` of the directory, taken under its rename lock) must still start with the export
+  root's path; otherwise, or when it does not match, the full ``..`` walk decides again.  So a
+  directory moved out of the export -- by NFS or by a local process -- is refused on its next
+  use, as before.
+
+REMOVE, RMDIR and RENAME (over a file) drop the entries of the inode they unlink
+(:meth:`HandleCache.forget_inode`), so its space is freed at once.  A descriptor is closed
+only when no call is using it (entries are reference counted; :meth:`Obj.close` releases).
+LOOKUP and the create procedures add the child's descriptor they opened (and find an existing
+entry by inode: :meth:`HandleCache.acquire_inode`), so the GETATTR or ACCESS that follows hits.
+
 Must be called with the thread's fsuid 0 (``open_by_handle_at`` needs CAP_DAC_READ_SEARCH).
 
 The same resolver satisfies NLM's ``FileResolver`` protocol: :meth:`Resolver.resolve` returns a
@@ -31,7 +55,10 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Hashable
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from floatlock.nfs.errors import NfsError
@@ -44,12 +71,23 @@ from floatlock.nlm.files import StaleHandle
 log = logging.getLogger("floatlock.nfs")
 
 _MAX_DEPTH = 4096
+_O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+DEFAULT_MAX_ENTRIES = 4096
+DEFAULT_IDLE_SECONDS = 30.0
+
+
+def _fd_path(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+class NotCached(Exception):
+    """``open_handle(cached_only=True)`` of a handle not in the cache."""
 
 
 class ExportRoot:
     """An export and the open root directory it is served from."""
 
-    __slots__ = ("dev", "export", "fd", "ino", "root_fh", "whole_fs")
+    __slots__ = ("dev", "export", "fd", "ino", "name_max", "prefix", "root_fh", "whole_fs")
 
     def __init__(self, export: Export, codec: HandleCodec) -> None:
         self.export = export
@@ -59,6 +97,7 @@ class ExportRoot:
             st = os.fstat(fd)
             up = os.stat("..", dir_fd=fd)
             htype, kernel = name_to_handle(fd)
+            self.name_max = os.fstatvfs(fd).f_namemax
         except BaseException:
             os.close(fd)
             raise
@@ -69,6 +108,17 @@ class ExportRoot:
         self.dev, self.ino = st.st_dev, st.st_ino
         self.whole_fs = up.st_dev != st.st_dev or up.st_ino == st.st_ino
         self.root_fh = codec.encode(export.export_id, htype, kernel)
+        self.prefix = ""  # the root's path + "/" as the kernel names it (a containment hint)
+        self.refresh_prefix()
+
+    def refresh_prefix(self) -> None:
+        try:
+            path = _fd_path(self.fd)
+        except OSError:
+            path = ""
+        # "/" (whole_fs anyway) or an unreachable/deleted root: no fast path, walk.
+        ok = path.startswith("/") and not path.endswith(" (deleted)") and path != "/"
+        self.prefix = path + "/" if ok else ""
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -77,15 +127,28 @@ class ExportRoot:
 
 
 class Obj:
-    """A resolved file: an O_PATH descriptor, its attributes and its export (close it)."""
+    """A resolved file: an O_PATH descriptor, its attributes and its export (close it).
 
-    __slots__ = ("fd", "fh", "root", "st")
+    The descriptor is the object's own, or a :class:`HandleCache` entry's (then ``close``
+    releases the entry instead of closing it)."""
 
-    def __init__(self, root: ExportRoot, fd: int, st: os.stat_result, fh: bytes) -> None:
+    __slots__ = ("_cache", "_entry", "fd", "fh", "root", "st")
+
+    def __init__(
+        self,
+        root: ExportRoot,
+        fd: int,
+        st: os.stat_result,
+        fh: bytes,
+        cache: HandleCache | None = None,
+        entry: CachedHandle | None = None,
+    ) -> None:
         self.root = root
         self.fd = fd
         self.st = st
         self.fh = fh
+        self._cache = cache
+        self._entry = entry
 
     @property
     def is_dir(self) -> bool:
@@ -101,9 +164,14 @@ class Obj:
         return self.st
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        fd, self.fd = self.fd, -1
+        if fd < 0:
+            return
+        entry, self._entry = self._entry, None
+        if entry is None:
+            os.close(fd)
+        elif self._cache is not None:
+            self._cache.release(entry)
 
     def __enter__(self) -> Obj:
         return self
@@ -136,11 +204,212 @@ class LockFile:
             raise
 
 
+class CachedHandle:
+    """One cached resolution: a descriptor shared by the calls that hold it (``users``)."""
+
+    __slots__ = (
+        "closed",
+        "dir_gen",
+        "dropped",
+        "fd",
+        "fh",
+        "inode",
+        "is_dir",
+        "last_used",
+        "root",
+        "users",
+    )
+
+    def __init__(
+        self, fh: bytes, root: ExportRoot, fd: int, st: os.stat_result, dir_gen: int, now: float
+    ) -> None:
+        self.fh = fh
+        self.root = root
+        self.fd = fd
+        self.inode = (st.st_dev, st.st_ino)
+        self.is_dir = stat.S_ISDIR(st.st_mode)
+        self.dir_gen = dir_gen  # HandleCache.dir_gen when the containment was last verified
+        self.last_used = now
+        self.users = 0
+        self.dropped = False
+        self.closed = False
+
+
+class HandleCache:
+    """Verified handle -> open O_PATH descriptor, bounded and thread safe (module docstring)."""
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sweeper: bool = True,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self.idle_seconds = idle_seconds
+        self.dir_gen = 0
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, CachedHandle] = OrderedDict()
+        self._by_inode: dict[tuple[int, int], list[CachedHandle]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if sweeper:
+            self._thread = threading.Thread(target=self._sweep_loop, name="nfs-handles")
+            self._thread.daemon = True
+            self._thread.start()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, fh: bytes) -> bool:
+        return fh in self._entries
+
+    def acquire(self, fh: bytes) -> CachedHandle | None:
+        """The entry of ``fh``, in use until :meth:`release`; None on a miss."""
+        with self._lock:
+            entry = self._entries.get(fh)
+            if entry is None:
+                return None
+            self._entries.move_to_end(fh)
+            entry.users += 1
+            entry.last_used = self._clock()
+            return entry
+
+    def acquire_inode(self, root: ExportRoot, dev: int, ino: int) -> CachedHandle | None:
+        """An entry of inode (dev, ino) in export ``root``, in use until release; or None."""
+        with self._lock:
+            for entry in self._by_inode.get((dev, ino), ()):
+                if entry.root is root:
+                    self._entries.move_to_end(entry.fh)
+                    entry.users += 1
+                    entry.last_used = self._clock()
+                    return entry
+            return None
+
+    def add(
+        self, fh: bytes, root: ExportRoot, fd: int, st: os.stat_result, dir_gen: int
+    ) -> CachedHandle:
+        """Cache ``fd`` (now the cache's) for ``fh``, verified at generation ``dir_gen``;
+        the entry is returned in use."""
+        with self._lock:
+            entry = self._entries.get(fh)
+            if entry is not None:  # another thread made it meanwhile: use theirs
+                os.close(fd)
+                self._entries.move_to_end(fh)
+            else:
+                entry = CachedHandle(fh, root, fd, st, dir_gen, self._clock())
+                self._entries[fh] = entry
+                self._by_inode.setdefault(entry.inode, []).append(entry)
+                while len(self._entries) > self.max_entries:
+                    _, old = self._entries.popitem(last=False)
+                    self._unindex(old)
+                    self._drop(old)
+            entry.users += 1
+            entry.last_used = self._clock()
+            return entry
+
+    def release(self, entry: CachedHandle) -> None:
+        with self._lock:
+            entry.users -= 1
+            if entry.dropped and entry.users == 0:
+                self._close(entry)
+
+    def discard(self, entry: CachedHandle) -> None:
+        """Forget ``entry``; its descriptor is closed once no call uses it."""
+        with self._lock:
+            if self._entries.get(entry.fh) is entry:
+                del self._entries[entry.fh]
+                self._unindex(entry)
+                self._drop(entry)
+
+    def forget_inode(self, dev: int, ino: int) -> int:
+        """Drop every entry of inode (dev, ino) (REMOVE, RMDIR, RENAME over it); how many."""
+        with self._lock:
+            entries = self._by_inode.pop((dev, ino), [])
+            for entry in entries:
+                if self._entries.get(entry.fh) is entry:
+                    del self._entries[entry.fh]
+                self._drop(entry)
+            return len(entries)
+
+    def dirs_changed(self) -> None:
+        """A directory was renamed or removed: every directory verdict is re-walked."""
+        with self._lock:
+            self.dir_gen += 1
+
+    def sweep(self, now: float | None = None) -> int:
+        """Close the entries idle ``idle_seconds`` or more; how many were dropped."""
+        now = self._clock() if now is None else now
+        dropped = 0
+        with self._lock:
+            # Least recently used first: stop at the first entry still fresh.
+            for fh, entry in list(self._entries.items()):
+                if now - entry.last_used < self.idle_seconds:
+                    break
+                if entry.users == 0:
+                    del self._entries[fh]
+                    self._unindex(entry)
+                    self._drop(entry)
+                    dropped += 1
+        return dropped
+
+    def close(self) -> None:
+        """Stop the sweeper and close everything (entries in use: when released)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            for entry in self._entries.values():
+                self._drop(entry)
+            self._entries.clear()
+            self._by_inode.clear()
+
+    # -- with the lock held ----------------------------------------------------------------
+
+    def _unindex(self, entry: CachedHandle) -> None:
+        entries = self._by_inode.get(entry.inode)
+        if entries is not None:
+            if entry in entries:
+                entries.remove(entry)
+            if not entries:
+                del self._by_inode[entry.inode]
+
+    def _drop(self, entry: CachedHandle) -> None:
+        entry.dropped = True
+        if entry.users == 0:
+            self._close(entry)
+
+    @staticmethod
+    def _close(entry: CachedHandle) -> None:
+        if not entry.closed:
+            entry.closed = True
+            os.close(entry.fd)
+
+    def _sweep_loop(self) -> None:
+        interval = max(self.idle_seconds / 2, 0.05)
+        while not self._stop.wait(interval):
+            self.sweep()
+
+
 class Resolver:
     """Handle <-> file for a set of exports."""
 
-    def __init__(self, exports: list[Export], key: bytes) -> None:
+    def __init__(
+        self,
+        exports: list[Export],
+        key: bytes,
+        *,
+        cache_entries: int = DEFAULT_MAX_ENTRIES,
+        cache_idle: float = DEFAULT_IDLE_SECONDS,
+        sweeper: bool = True,
+    ) -> None:
         self.codec = HandleCodec(key)
+        self.cache = HandleCache(cache_entries, cache_idle, sweeper=sweeper)
         self._roots: dict[int, ExportRoot] = {}
         try:
             for e in exports:
@@ -152,6 +421,7 @@ class Resolver:
             raise
 
     def close(self) -> None:
+        self.cache.close()
         for r in self._roots.values():
             r.close()
 
@@ -181,10 +451,65 @@ class Resolver:
 
     # -- handles in ------------------------------------------------------------------------
 
-    def open_handle(self, fh: bytes) -> Obj:
-        """An O_PATH descriptor of the file ``fh`` names, checked as the module doc says."""
+    def adopt(self, root: ExportRoot, fd: int, st: os.stat_result, fh: bytes, gen: int) -> Obj:
+        """Cache ``fd`` (now the cache's), a file of ``root`` known to be inside the export
+        since directory generation ``gen`` (a LOOKUP's child); the Obj holds the entry."""
+        entry = self.cache.add(fh, root, fd, st, gen)
+        return Obj(root, entry.fd, st, fh, self.cache, entry)
+
+    def open_handle(self, fh: bytes, *, cached_only: bool = False) -> Obj:
+        """An O_PATH descriptor of the file ``fh`` names, checked as the module doc says.
+
+        With ``cached_only``, a handle not in the cache raises :class:`NotCached` instead of
+        being opened (the caller cannot afford ``open_by_handle_at`` now)."""
+        cache = self.cache
+        entry = cache.acquire(fh)
+        if entry is not None:
+            try:
+                st = os.fstat(entry.fd)
+                if (
+                    st.st_nlink > 0
+                    and st.st_ino == entry.inode[1]
+                    and st.st_dev == entry.inode[0]
+                    and (not entry.is_dir or self._still_inside(entry, st))
+                ):
+                    return Obj(entry.root, entry.fd, st, fh, cache, entry)
+            except OSError:
+                pass
+            except BaseException:
+                cache.release(entry)
+                raise
+            cache.discard(entry)  # removed, or moved out: resolve afresh (STALE)
+            cache.release(entry)
+        if cached_only:
+            raise NotCached
+        return self._open_uncached(fh)
+
+    def _still_inside(self, entry: CachedHandle, st: os.stat_result) -> bool:
+        root = entry.root
+        if root.whole_fs or (st.st_ino == root.ino and st.st_dev == root.dev):
+            return True
+        gen = self.cache.dir_gen
+        if entry.dir_gen == gen and root.prefix:
+            try:
+                path = _fd_path(entry.fd)
+            except OSError:
+                path = ""
+            if path.endswith(" (deleted)"):
+                return False  # removed by a local process: open_by_handle_at says ESTALE
+            if path.startswith(root.prefix):
+                return True
+        if not self._inside(root, entry.fd, st):
+            log.warning("cached directory now outside %s refused", root.export.path)
+            return False
+        entry.dir_gen = gen
+        root.refresh_prefix()  # the root itself may have been renamed
+        return True
+
+    def _open_uncached(self, fh: bytes) -> Obj:
         parts = self.codec.decode(fh)
         root = self.root_by_id(parts.export_id)
+        gen = self.cache.dir_gen  # read before the verdict: a rename meanwhile forces a walk
         try:
             fd = open_by_handle(root.fd, parts.handle_type, parts.kernel, os.O_PATH | os.O_NOFOLLOW)
         except OSError as e:
@@ -203,12 +528,12 @@ class Resolver:
         except BaseException:
             os.close(fd)
             raise
-        return Obj(root, fd, st, fh)
+        return self.adopt(root, fd, st, fh, gen)
 
     def _inside(self, root: ExportRoot, fd: int, st: os.stat_result) -> bool:
         if root.whole_fs or (st.st_ino == root.ino and st.st_dev == root.dev):
             return True
-        cur = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        cur = os.open("..", _O_PATH_DIR, dir_fd=fd)
         try:
             prev = (st.st_dev, st.st_ino)
             for _ in range(_MAX_DEPTH):
@@ -219,7 +544,7 @@ class Resolver:
                 if ident == prev or s.st_dev != root.dev:
                     return False  # reached the filesystem root without meeting the export
                 prev = ident
-                up = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=cur)
+                up = os.open("..", _O_PATH_DIR, dir_fd=cur)
                 os.close(cur)
                 cur = up
             return False
