@@ -9,6 +9,8 @@ REMOVE, RMDIR and RENAME drop the cached descriptors (READ/WRITE ones of
 unlink or replace, so its space is freed now rather than when they idle out; RMDIR and the
 RENAME of a directory also make every cached directory verdict be walked again.  LOOKUP
 answers from the handle cache when the child's inode is in it (one ``fstatat`` as the caller).
+LOOKUP, and CREATE of a name that already exists (:func:`_create_existing`), run on the event
+loop thread when the directory's handle is cached (``inline_metadata``, see service.py).
 
 LOOKUP does not cross mount points: a name whose inode is on another filesystem than the
 export is refused with NFS3ERR_ACCES (the handle could not be opened relative to the export).
@@ -56,7 +58,7 @@ from floatlock.nfs.proto_args import (
     SymlinkArgs,
 )
 from floatlock.nfs.proto_res import CreateRes, LinkRes, LookupRes, RenameRes, WccRes
-from floatlock.nfs.resolver import Obj
+from floatlock.nfs.resolver import NotCached, Obj
 
 _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _VERF = struct.Struct(">II")
@@ -115,7 +117,8 @@ def lookup3(req: Request, a: DirOpArgs) -> LookupRes:
         except (OSError, NfsError) as e:
             return LookupRes(status_of(e), post_attr(d))
         with child:
-            return LookupRes(Nfsstat3.OK, post_attr(d), child.fh, attr_of(child))
+            # LOOKUP changes nothing in d: its attributes of the open just now are post-op.
+            return LookupRes(Nfsstat3.OK, attr_of(d), child.fh, attr_of(child))
 
 
 def _open_dir(req: Request, fh: bytes) -> Obj:
@@ -146,8 +149,51 @@ def _exclusive_match(st: os.stat_result, verf: bytes) -> bool:
     )
 
 
+def _create_existing(req: Request, a: CreateArgs) -> CreateRes:
+    """CREATE of a name that exists, on the event loop (service.py, inline): the common
+    retransmit and ``open(O_CREAT)`` of an existing file.  Read-only: a name that does not
+    exist, or an UNCHECKED create that would change the size, raises NotCached before anything
+    was done, and a worker runs :func:`create3` from the start.
+
+    Same outcome as the worker's path: there ``open(O_CREAT | O_EXCL)`` as the caller fails
+    with EEXIST, which needs only search permission on the directory (write permission is
+    checked only for a name that does not exist), the permission the ``fstatat`` as the caller
+    needs here; then only the size is applied, and an unchanged size is no change at all."""
+    try:
+        d = _open_dir(req, a.where.dir)
+    except NfsError as e:
+        return CreateRes(e.status)
+    with d:
+        pre = pre_attr(d)
+        name = a.where.name
+        try:
+            check_name(name, creating=True)
+            try:
+                with req.acting():
+                    st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise NotCached from None
+            if a.mode == CreateMode.GUARDED:
+                raise NfsError(Nfsstat3.EXIST)
+            if a.mode == CreateMode.EXCLUSIVE:
+                if not _exclusive_match(st, a.verf):
+                    raise NfsError(Nfsstat3.EXIST)
+            elif not stat.S_ISREG(st.st_mode):
+                raise NfsError(Nfsstat3.EXIST)
+            elif a.attrs.size is not None and a.attrs.size != st.st_size:
+                raise NotCached  # a truncate may take long: a worker's job
+            child = _child(req, d, name)
+        except (OSError, NfsError) as e:
+            return CreateRes(status_of(e), WccData(pre, attr_of(d)))
+        with child:
+            # Nothing changed: the directory's attributes of the open just now are post-op.
+            return CreateRes(Nfsstat3.OK, WccData(pre, attr_of(d)), child.fh, attr_of(child))
+
+
 def create3(req: Request, a: CreateArgs) -> CreateRes:
     """Section 3.3.8: UNCHECKED, GUARDED, EXCLUSIVE."""
+    if req.cached_only:
+        return _create_existing(req, a)
     try:
         d = _open_dir(req, a.where.dir)
     except NfsError as e:

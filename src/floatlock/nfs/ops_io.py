@@ -9,6 +9,10 @@ at open(2) time, then keeps writing to a file it created read-only, e.g. ``cp`` 
 file), and a file that may be executed may be read (a client must read a binary to execute
 it).
 
+READ may run on the event loop (``inline_metadata``, service.py) when its descriptor is cached:
+the same admission and permission checks, then ``preadv2(RWF_NOWAIT)`` straight into the
+buffer the reply is encoded from; data not all in the page cache goes to a worker.
+
 Write stability (section 3.3.7): UNSTABLE writes go to the page cache; DATA_SYNC and
 FILE_SYNC are followed by fdatasync/fsync before the reply; COMMIT fsyncs.  The write verifier
 is random per server start, so a client that sees it change after a restart resends what it
@@ -17,6 +21,7 @@ had not committed.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -26,7 +31,7 @@ from floatlock.nfs.openfiles import OpenFile
 from floatlock.nfs.proto import Fattr3, Nfsstat3, StableHow, WccAttr, WccData
 from floatlock.nfs.proto_args import CommitArgs, FhArgs, ReadArgs, WriteArgs
 from floatlock.nfs.proto_res import CommitRes, ReadlinkRes, ReadRes, WriteRes
-from floatlock.nfs.resolver import Obj
+from floatlock.nfs.resolver import NotCached, Obj
 
 
 def _check_regular(obj: Obj) -> None:
@@ -85,6 +90,8 @@ def _open_file(req: Request, fh: bytes, write: bool) -> tuple[OpenFile, os.stat_
             files.release(entry)
             raise
         return entry, st
+    if req.cached_only:
+        raise NotCached  # opening a descriptor is a worker's job
     try:
         obj = req.open(fh, modify=write)
     except NfsError as e:
@@ -123,20 +130,45 @@ def readlink3(req: Request, a: FhArgs) -> ReadlinkRes:
         return ReadlinkRes(Nfsstat3.OK, attr_of(obj), target)
 
 
+def _read_cached(fd: int, count: int, offset: int) -> bytearray | memoryview:
+    """``count`` bytes at ``offset`` if the page cache has them all (``RWF_NOWAIT``: never
+    waits for the disk), read straight into the buffer the reply is encoded from; raises
+    NotCached when the disk would be needed (the call then goes to a worker)."""
+    buf = bytearray(count)
+    try:
+        n = os.preadv(fd, (buf,), offset, os.RWF_NOWAIT)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL):
+            raise NotCached from None
+        raise
+    return buf if n == count else memoryview(buf)[:n]
+
+
 def read3(req: Request, a: ReadArgs) -> ReadRes:
-    """Section 3.3.6: at most the transport's rtmax; eof when the data reaches the end."""
+    """Section 3.3.6: at most the transport's rtmax; eof when the data reaches the end.
+
+    On the event loop (``cached_only``, service.py): only with a cached descriptor and data
+    all in the page cache; otherwise NotCached before anything was read."""
     try:
         entry, st = _open_file(req, a.fh, write=False)
     except _Refused as e:
         return ReadRes(e.status, e.attr)
     try:
+        data: bytes | bytearray | memoryview
         try:
             count = min(a.count, req.max_io)
-            data = os.pread(entry.fd, count, a.offset) if count else b""
+            if not count:
+                data = b""
+            elif req.cached_only:
+                data = _read_cached(entry.fd, count, a.offset)
+            else:
+                data = os.pread(entry.fd, count, a.offset)
             st = os.fstat(entry.fd)
         except OSError as e:
             return ReadRes(status_of(e), _fattr(entry, st))
         eof = a.offset + len(data) >= st.st_size
+        if req.cached_only and len(data) < count and not eof:
+            raise NotCached  # only part of it was cached: a worker reads it all
         return ReadRes(Nfsstat3.OK, _fattr(entry, st), eof, data)
     finally:
         req.state.files.release(entry)

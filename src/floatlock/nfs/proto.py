@@ -98,6 +98,8 @@ class TimeHow(IntEnum):
     SET_TO_CLIENT_TIME = 2
 
 
+_TIME_HOWS = frozenset(TimeHow)  # built once: sattr3 is decoded per SETATTR/CREATE
+
 # ACCESS3 bits, RFC 1813 section 3.3.4.
 ACCESS3_READ = 0x0001
 ACCESS3_LOOKUP = 0x0002
@@ -335,7 +337,7 @@ class Sattr3:
         size = dec.optional(Decoder.u64)
         times: list[NfsTime | str | None] = []
         for _ in range(2):
-            how = dec.enum(frozenset(TimeHow))
+            how = dec.enum(_TIME_HOWS)
             if how == TimeHow.DONT_CHANGE:
                 times.append(None)
             elif how == TimeHow.SET_TO_SERVER_TIME:

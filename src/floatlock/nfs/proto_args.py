@@ -29,6 +29,10 @@ from floatlock.nfs.proto import (
 from floatlock.xdr import Decoder, Encoder
 
 ZERO_VERF = b"\0" * 8
+# Built once, not per decoded call.
+_STABLE_HOWS = frozenset(StableHow)
+_CREATE_MODES = frozenset(CreateMode)
+_FTYPES = frozenset(Ftype3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,7 @@ class WriteArgs:
     def decode(cls, dec: Decoder) -> WriteArgs:
         fh = decode_fh(dec)
         offset, count = dec.u64(), dec.u32()
-        stable = StableHow(dec.enum(frozenset(StableHow)))
+        stable = StableHow(dec.enum(_STABLE_HOWS))
         return cls(fh, offset, count, stable, dec.opaque())
 
 
@@ -145,7 +149,7 @@ class CreateArgs:
     @classmethod
     def decode(cls, dec: Decoder) -> CreateArgs:
         where = DirOpArgs.decode(dec)
-        mode = CreateMode(dec.enum(frozenset(CreateMode)))
+        mode = CreateMode(dec.enum(_CREATE_MODES))
         if mode == CreateMode.EXCLUSIVE:
             return cls(where, mode, NO_SATTR, dec.opaque_fixed(NFS3_CREATEVERFSIZE))
         return cls(where, mode, Sattr3.decode(dec))
@@ -207,7 +211,7 @@ class MknodArgs:
     @classmethod
     def decode(cls, dec: Decoder) -> MknodArgs:
         where = DirOpArgs.decode(dec)
-        t = Ftype3(dec.enum(frozenset(Ftype3)))
+        t = Ftype3(dec.enum(_FTYPES))
         if t in (Ftype3.CHR, Ftype3.BLK):
             attrs = Sattr3.decode(dec)
             return cls(where, t, attrs, (dec.u32(), dec.u32()))

@@ -30,6 +30,7 @@ from floatlock.xdr import Decoder, Encoder
 
 ZERO_VERF = b"\0" * 8
 ONE_NS = NfsTime(0, 1)
+_STABLE_HOWS = frozenset(StableHow)
 
 
 def status_of_reply(dec: Decoder) -> Nfsstat3:
@@ -157,7 +158,7 @@ class ReadRes:
     status: Nfsstat3
     attr: Fattr3 | None = None
     eof: bool = False
-    data: bytes = b""
+    data: bytes | bytearray | memoryview = b""  # the server reads into a bytearray
 
     def encode(self) -> bytes:
         enc = Encoder()
@@ -212,7 +213,7 @@ class WriteRes:
         if s != Nfsstat3.OK:
             return cls(s, wcc)
         count = dec.u32()
-        committed = StableHow(dec.enum(frozenset(StableHow)))
+        committed = StableHow(dec.enum(_STABLE_HOWS))
         return cls(s, wcc, count, committed, dec.opaque_fixed(NFS3_WRITEVERFSIZE))
 
 

@@ -9,17 +9,28 @@ handle as root and switches its own filesystem identity to the caller for the sy
 identity.
 
 **Inline metadata** (``inline_metadata``, ``[nfs] inline_metadata`` in the configuration):
-GETATTR, ACCESS, FSINFO and PATHCONF of a handle already in the resolver's descriptor cache
-run on the event loop thread itself, skipping the hop to a worker and back (which costs more
-than these calls).  The loop thread switches its own fsuid, fsgid and groups to the caller for
-the syscalls and back to root (:mod:`floatlock.nfs.fsuid`); the call is synchronous from
-start to end, so no other request interleaves with the borrowed identity.  A handle not in
-the cache (``open_by_handle_at`` may read the disk) goes to a worker as usual.  The price: a
-filesystem whose ``fstat`` can block (a cluster filesystem waiting for a lock held by another
-node, an NFS-backed export with a dead server) stalls every client while it blocks, so turn it
-off for such exports.  FSSTAT always goes to a worker (``statfs`` of a cluster filesystem is
-a cluster-wide operation).  Default: on (``bench.nfs_io`` on 2 CPUs, 2 workers: GETATTR over
-TCP 25,900 calls/s at 1 in flight and 67,100 at 32, against 5,700 and 23,600 through a worker).
+GETATTR, ACCESS, FSINFO and PATHCONF of a handle already in the resolver's descriptor cache,
+LOOKUP and CREATE in a directory whose handle is in it, and READ of a file whose descriptor is
+in the open-file cache, run on the event loop thread itself, skipping the hop to a worker and
+back (which costs more than these calls).  The loop thread switches its own fsuid, fsgid and
+groups to the caller for the syscalls and back to root (:mod:`floatlock.nfs.fsuid`); the call is
+synchronous from start to end, so no other request interleaves with the borrowed identity.  A
+handle not in the cache (``open_by_handle_at`` may read the disk) goes to a worker as usual.
+LOOKUP inline is one ``fstatat`` of the name as the caller; a child whose inode is not in the
+cache yet is opened (``O_PATH``) and named (``name_to_handle_at``) inline too, about 7 us: both
+walk the dentry the ``fstatat`` just brought into the dcache.  CREATE inline answers only a name
+that exists and is left unchanged (retransmits, ``open(O_CREAT)`` of an existing file: ops_dir
+``_create_existing``); whatever would create or truncate goes to a worker, from the start.  READ
+inline reads with ``preadv2(RWF_NOWAIT)``, which fails rather than wait for the disk: data not
+all in the page cache is read by a worker.  Every inline path raises ``NotCached`` before it
+changed anything, and the worker then runs the call from the start.  The price: a filesystem
+whose ``fstat`` can block (a cluster filesystem waiting for a lock held by another node, an
+NFS-backed export with a dead server) stalls every client while it blocks, so turn it off for
+such exports.  FSSTAT always goes to a worker (``statfs`` of a cluster filesystem is a
+cluster-wide operation).  Default: on (``bench.nfs_io`` on 2 CPUs, 2 workers: GETATTR over TCP
+25,900 calls/s at 1 in flight and 67,100 at 32, against 5,700 and 23,600 through a worker;
+LOOKUP at 32 in flight 12,600 -> 31,500, CREATE of an existing file 11,400 -> ~20,000, READ of 1
+MiB at 1 in flight 1,600 -> ~2,050 MiB/s).
 
 Procedures that change state are registered non-idempotent (RFC 1813 section 4.4 "non-
 idempotent procedures": CREATE, MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME, LINK; SETATTR and
@@ -72,7 +83,9 @@ log = logging.getLogger("floatlock.nfs")
 
 DEFAULT_WORKERS = 2  # on 2 CPUs, more threads only fight over the GIL (bench.nfs_io)
 DEFAULT_INLINE_METADATA = True
-INLINE_PROCEDURES = frozenset({"GETATTR", "ACCESS", "FSINFO", "PATHCONF"})
+INLINE_PROCEDURES = frozenset(
+    {"GETATTR", "ACCESS", "FSINFO", "PATHCONF", "LOOKUP", "CREATE", "READ"}
+)
 
 A = TypeVar("A")
 R = TypeVar("R")

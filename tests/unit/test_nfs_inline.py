@@ -1,0 +1,162 @@
+"""LOOKUP, CREATE and READ on the event loop (``cached_only`` requests): same answers as a worker's,
+the same permission checks, and nothing done before handing a call to a worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from floatlock.nfs import ops_dir, ops_io
+from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
+from floatlock.nfs.exports import parse_exports
+from floatlock.nfs.openfiles import OpenFiles
+from floatlock.nfs.proto import CreateMode, DirOpArgs, Nfsstat3, Sattr3
+from floatlock.nfs.proto_args import CreateArgs, ReadArgs
+from floatlock.nfs.proto_res import CreateRes, ReadRes
+from floatlock.nfs.resolver import NotCached, Resolver
+from floatlock.rpc.message import AuthSys
+from floatlock.xdr import Decoder
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (open_by_handle_at)")
+
+KEY = b"k" * 32
+ROOT = AuthSys(0, "client", 0, 0, ())
+USER = AuthSys(0, "client", 1000, 1000, ())
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[tuple[Path, ServerState]]:
+    export = tmp_path / "export"
+    (export / "d").mkdir(parents=True)
+    (export / "f").write_bytes(b"12345")
+    (export / "private").mkdir(mode=0o700)
+    (export / "private" / "p").write_bytes(b"")
+    exports = parse_exports(f"{export} *(rw,no_root_squash)")
+    resolver = Resolver(exports, KEY, sweeper=False)
+    files = OpenFiles()
+    try:
+        yield export, ServerState(resolver, ExportAccess(resolve_names=False), b"v" * 8, files)
+    finally:
+        files.close()
+        resolver.close()
+
+
+def _req(st: ServerState, auth: AuthSys = ROOT, *, inline: bool = True) -> Request:
+    return Request(st, Caller(auth, "127.0.0.1", 700, "tcp"), cached_only=inline)
+
+
+def _fh(st: ServerState, path: Path) -> bytes:
+    root = st.resolver.roots[0]
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        return st.resolver.handle_of(root, fd)
+    finally:
+        os.close(fd)
+
+
+def _cached_fh(st: ServerState, path: Path) -> bytes:
+    fh = _fh(st, path)
+    st.resolver.open_handle(fh).close()  # now in the handle cache
+    return fh
+
+
+def test_lookup_inline_needs_the_directory_cached(state: tuple[Path, ServerState]) -> None:
+    export, st = state
+    fh = _fh(st, export)
+    with pytest.raises(NotCached):
+        ops_dir.lookup3(_req(st), DirOpArgs(fh, "f"))
+    st.resolver.open_handle(fh).close()
+    res = ops_dir.lookup3(_req(st), DirOpArgs(fh, "f"))  # child opened inline
+    assert res.status == Nfsstat3.OK
+    assert res.fh == _fh(st, export / "f")
+    assert res.attr is not None and res.attr.size == 5
+    assert res.fh in st.resolver.cache
+    again = ops_dir.lookup3(_req(st), DirOpArgs(fh, "f"))  # child from the cache
+    worker = ops_dir.lookup3(_req(st, inline=False), DirOpArgs(fh, "f"))
+    assert again == worker
+    assert ops_dir.lookup3(_req(st), DirOpArgs(fh, "nope")).status == Nfsstat3.NOENT
+
+
+def test_lookup_inline_checks_as_the_caller(state: tuple[Path, ServerState]) -> None:
+    export, st = state
+    fh = _cached_fh(st, export / "private")
+    assert ops_dir.lookup3(_req(st, USER), DirOpArgs(fh, "p")).status == Nfsstat3.ACCES
+    assert ops_dir.lookup3(_req(st), DirOpArgs(fh, "p")).status == Nfsstat3.OK
+
+
+def _create(
+    name: str,
+    how: CreateMode = CreateMode.UNCHECKED,
+    *,
+    mode: int | None = None,
+    size: int | None = None,
+) -> CreateArgs:
+    return CreateArgs(DirOpArgs(b"", name), how, Sattr3(mode=mode, size=size))
+
+
+def test_create_existing_inline(state: tuple[Path, ServerState]) -> None:
+    export, st = state
+    fh = _cached_fh(st, export)
+
+    def run(a: CreateArgs, user: AuthSys = ROOT, *, inline: bool = True) -> CreateRes:
+        a = CreateArgs(DirOpArgs(fh, a.where.name), a.mode, a.attrs, a.verf)
+        return ops_dir.create3(_req(st, user, inline=inline), a)
+
+    res = run(_create("f", mode=0o600))
+    assert res.status == Nfsstat3.OK and res.fh == _fh(st, export / "f")
+    assert res.attr is not None and res.attr.size == 5 and res.attr.mode == 0o644
+    assert res == run(_create("f", mode=0o600), inline=False)
+    assert run(_create("f", size=5)).status == Nfsstat3.OK  # unchanged size: inline
+    assert run(_create("f", CreateMode.GUARDED)).status == Nfsstat3.EXIST
+    assert run(_create("d")).status == Nfsstat3.EXIST  # not a regular file
+    assert run(_create("f", CreateMode.EXCLUSIVE)).status == Nfsstat3.EXIST
+    with pytest.raises(NotCached):  # a truncate: in a worker
+        run(_create("f", size=0))
+    assert (export / "f").stat().st_size == 5
+    with pytest.raises(NotCached):  # a new file: in a worker, nothing created here
+        run(_create("new"))
+    assert not (export / "new").exists()
+    assert run(_create("new"), inline=False).status == Nfsstat3.OK
+
+
+def test_create_inline_permission_and_read_only(
+    state: tuple[Path, ServerState], tmp_path: Path
+) -> None:
+    export, st = state
+    fh = _cached_fh(st, export / "private")
+    a = CreateArgs(DirOpArgs(fh, "p"), CreateMode.UNCHECKED, Sattr3())
+    assert ops_dir.create3(_req(st, USER), a).status == Nfsstat3.ACCES
+    assert ops_dir.create3(_req(st), a).status == Nfsstat3.OK
+    ro = Resolver(parse_exports(f"{export} *(ro,no_root_squash)"), KEY, sweeper=False)
+    try:
+        ro_state = ServerState(ro, ExportAccess(resolve_names=False), b"v" * 8, st.files)
+        rfh = _cached_fh(ro_state, export)
+        ra = CreateArgs(DirOpArgs(rfh, "f"), CreateMode.UNCHECKED, Sattr3())
+        assert ops_dir.create3(_req(ro_state), ra).status == Nfsstat3.ROFS
+    finally:
+        ro.close()
+
+
+def test_read_inline_needs_a_cached_descriptor(state: tuple[Path, ServerState]) -> None:
+    export, st = state
+    fh = _cached_fh(st, export / "f")
+    a = ReadArgs(fh, 1, 100)
+    with pytest.raises(NotCached):  # no READ descriptor yet: a worker opens it
+        ops_io.read3(_req(st), a)
+    worker = ops_io.read3(_req(st, inline=False), a)
+    assert worker.status == Nfsstat3.OK and worker.data == b"2345" and worker.eof
+    res = ops_io.read3(_req(st), a)  # descriptor cached, data in the page cache
+    assert res == worker
+    assert ReadRes.decode(Decoder(res.encode())) == worker
+    assert ops_io.read3(_req(st), ReadArgs(fh, 0, 2)).data == b"12"
+
+
+def test_read_inline_checks_as_the_caller(state: tuple[Path, ServerState]) -> None:
+    export, st = state
+    (export / "f").chmod(0o600)
+    fh = _cached_fh(st, export / "f")
+    assert ops_io.read3(_req(st, inline=False), ReadArgs(fh, 0, 5)).status == Nfsstat3.OK
+    assert ops_io.read3(_req(st, USER), ReadArgs(fh, 0, 5)).status == Nfsstat3.ACCES
