@@ -79,6 +79,31 @@ def test_reply_leaves_from_each_destination_address() -> None:
     run(main)
 
 
+def test_bound_socket_knows_its_address_without_pktinfo() -> None:
+    """A socket bound to one address (drained with recvfrom/sendto, no control messages)
+    tells handlers that address and answers from it."""
+
+    async def main() -> None:
+        server = UdpServer(make_dispatcher(), "127.0.0.2", 0)
+        await server.start()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.setblocking(False)
+                s.bind(("127.0.0.1", 0))
+                for xid in (7, 8, 9):
+                    msg = encode_call(xid, PROG, 1, 1)
+                    data, src = await _exchange(s, ("127.0.0.2", server.port), msg)
+                    reply = parse_reply(data)
+                    assert reply.xid == xid
+                    assert src == ("127.0.0.2", server.port)
+                    assert Decoder(reply.body).string() == "127.0.0.2"
+            assert server.stats.replies == 3
+        finally:
+            server.close()
+
+    run(main)
+
+
 def test_ipv6_destination_learnt() -> None:
     if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
         pytest.skip("no IPv6 on this host")

@@ -46,7 +46,7 @@ _end = attrgetter("end")
 class Plan:
     """What a lock or unlock would do to one owner's records (see :meth:`FileLocks.commit`)."""
 
-    __slots__ = ("added", "hi", "lo", "owner", "removed", "replacement")
+    __slots__ = ("added", "delta", "hi", "lo", "owner", "removed", "replacement")
 
     def __init__(
         self,
@@ -63,11 +63,8 @@ class Plan:
         self.replacement = replacement
         self.removed = removed
         self.added = added
-
-    @property
-    def delta(self) -> int:
-        """Change in the owner's number of records."""
-        return len(self.added) - len(self.removed)
+        #: Change in the owner's number of records (the lists are not changed afterwards).
+        self.delta = len(added) - len(removed)
 
 
 class FileLocks:

@@ -307,6 +307,11 @@ class LockManager:
             or self._shares.has_file(file)
         )
 
+    def host_busy(self, host: HostKey) -> bool:
+        """True while ``host`` holds a lock or a share reservation or has a queued request
+        (three dict lookups, no listing)."""
+        return bool(self._table.count(host) or self._queue.count(host) or self._shares.count(host))
+
     def lock_count(self, host: HostKey) -> int:
         """Held lock records of ``host`` (what ``max_locks_per_host`` caps)."""
         return self._table.count(host)
@@ -372,7 +377,8 @@ class LockManager:
 
     def _plan_lock(self, req: Lock) -> Plan | LimitExceeded:
         plan = self._table.plan_lock(req)
-        if plan.delta > 0 and self.lock_count(req.host) + plan.delta > self.max_locks_per_host:
+        delta = plan.delta
+        if delta > 0 and self._table.count(req.host) + delta > self.max_locks_per_host:
             return LimitExceeded(req.host, "locks_per_host", self.max_locks_per_host)
         return plan
 
@@ -409,6 +415,8 @@ class LockManager:
     def _scan(self, file: FileKey) -> list[Effect]:
         """Retry ``file``'s queue in arrival order (see "Wake-ups" above)."""
         effects: list[Effect] = []
+        if not self._queue.has_file(file):
+            return effects  # nothing queued (the common case): no list of waiters to make
         rescan = True
         while rescan:
             rescan = False

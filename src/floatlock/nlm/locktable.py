@@ -23,6 +23,9 @@ from floatlock.nlm.records import FileKey, HostKey, Lock, OwnerKey
 
 __all__ = ["LockTable"]
 
+#: Planning reads a file's records only: one empty table serves every file without locks.
+_NO_LOCKS = FileLocks()
+
 
 class LockTable:
     """All held locks."""
@@ -59,38 +62,42 @@ class LockTable:
     def plan_lock(self, request: Lock) -> Plan:
         """Plan granting ``request`` (see :meth:`FileLocks.plan_lock`)."""
         fl = self._files.get(request.file)
-        return (fl if fl is not None else FileLocks()).plan_lock(request)
+        return (fl if fl is not None else _NO_LOCKS).plan_lock(request)
 
     def commit(self, file: FileKey, host: HostKey, plan: Plan) -> None:
         """Apply ``plan`` (made for ``file`` on the current state) and update the indexes."""
         if not plan.removed and not plan.added:
             return
-        fl = self._files.get(file)
+        files = self._files
+        fl = files.get(file)
         if fl is None:
-            fl = self._files[file] = FileLocks()
+            fl = files[file] = FileLocks()
         owner = plan.owner
         had = fl.has_owner(owner)
         fl.commit(plan)
-        count = self._count.get(host, 0) + plan.delta
-        if count:
-            self._count[host] = count
-        else:
-            self._count.pop(host, None)
+        delta = plan.delta
+        if delta:
+            counts = self._count
+            count = counts.get(host, 0) + delta
+            if count:
+                counts[host] = count
+            else:
+                counts.pop(host, None)
         has = fl.has_owner(owner)
         if has and not had:
             self._owner_files.setdefault(owner, {})[file] = None
             self._host_owners.setdefault(host, {})[owner] = None
         elif had and not has:
-            files = self._owner_files[owner]
-            del files[file]
-            if not files:
+            owned = self._owner_files[owner]
+            del owned[file]
+            if not owned:
                 del self._owner_files[owner]
                 owners = self._host_owners[host]
                 del owners[owner]
                 if not owners:
                     del self._host_owners[host]
         if not fl:
-            del self._files[file]
+            del files[file]
 
     def release(self, file: FileKey, owner: OwnerKey, start: int, end: int) -> list[Lock]:
         """Unlock ``[start, end)`` of ``owner`` on ``file``; return the pieces released."""

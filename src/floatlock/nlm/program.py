@@ -108,15 +108,19 @@ class NlmProgram:
         P = NlmProc
         procs: dict[int, Procedure[Any, Any]] = {
             P.TEST: Procedure("TEST", self._test, c.testargs, c.encode_testres),
-            P.LOCK: Procedure("LOCK", self._lock, c.lockargs, c.encode_res, idempotent=False),
+            P.LOCK: Procedure("LOCK", self._lock, c.lockargs, c.encode_res, False, c.lockargs_at),
             P.CANCEL: Procedure("CANCEL", self._cancel, c.cancargs, c.encode_res, idempotent=False),
             P.UNLOCK: Procedure(
-                "UNLOCK", self._unlock, c.unlockargs, c.encode_res, idempotent=False
+                "UNLOCK", self._unlock, c.unlockargs, c.encode_res, False, c.unlockargs_at
             ),
             P.TEST_MSG: Procedure("TEST_MSG", self._test_msg, c.testargs),
-            P.LOCK_MSG: Procedure("LOCK_MSG", self._lock_msg, c.lockargs, idempotent=False),
+            P.LOCK_MSG: Procedure(
+                "LOCK_MSG", self._lock_msg, c.lockargs, None, False, c.lockargs_at
+            ),
             P.CANCEL_MSG: Procedure("CANCEL_MSG", self._cancel_msg, c.cancargs, idempotent=False),
-            P.UNLOCK_MSG: Procedure("UNLOCK_MSG", self._unlock_msg, c.unlockargs, idempotent=False),
+            P.UNLOCK_MSG: Procedure(
+                "UNLOCK_MSG", self._unlock_msg, c.unlockargs, None, False, c.unlockargs_at
+            ),
             P.TEST_RES: Procedure("TEST_RES", self._ignore_res, c.testres),
             P.LOCK_RES: Procedure("LOCK_RES", self._ignore_res, c.res),
             P.CANCEL_RES: Procedure("CANCEL_RES", self._ignore_res, c.res),
@@ -132,7 +136,7 @@ class NlmProgram:
                 "UNSHARE", self._unshare, c.shareargs, c.encode_shareres, idempotent=False
             )
             procs[P.NM_LOCK] = Procedure(
-                "NM_LOCK", self._nm_lock, c.lockargs, c.encode_res, idempotent=False
+                "NM_LOCK", self._nm_lock, c.lockargs, c.encode_res, False, c.lockargs_at
             )
             procs[P.FREE_ALL] = Procedure("FREE_ALL", self._free_all, NlmCodec.notify)
         return procs
@@ -146,9 +150,9 @@ class NlmProgram:
 
     def _carry_out(self, effects: list[Effect]) -> None:
         for e in effects:
-            if isinstance(e, SendGranted):
+            if type(e) is SendGranted:
                 self._spawn(self._granted(e))
-            elif isinstance(e, SendResult):
+            elif type(e) is SendResult:
                 self._spawn(self.callbacks.result(e))
         if self.service.local_waits and self._local_timer is None:
             loop = asyncio.get_running_loop()

@@ -74,6 +74,14 @@ __all__ = ["Effect", "NlmService", "Outcome", "SendGranted", "SendResult"]
 
 
 _STAT_FOR_LIMIT = Nlm4Stat.DENIED_NOLOCKS
+#: The reply status of each lock core result (one dict lookup, no isinstance chain).
+_LOCK_STAT: dict[type, Nlm4Stat] = {
+    LockGranted: Nlm4Stat.GRANTED,
+    LockBlocked: Nlm4Stat.BLOCKED,
+    LockDenied: Nlm4Stat.DENIED,
+    LockDeadlock: Nlm4Stat.DEADLCK,
+    LimitExceeded: _STAT_FOR_LIMIT,
+}
 
 #: Seconds a resolved file handle is trusted before it is resolved again.
 DEFAULT_HANDLE_TTL = 2.0
@@ -216,7 +224,9 @@ class NlmService:
         """
         for e in effects:
             out.append(e)
-            if isinstance(e, fx.Released) and self.kernel is not None:
+            if type(e) is fx.Granted:
+                continue  # the kernel took it already (the admit veto)
+            if type(e) is fx.Released and self.kernel is not None:
                 lk = e.lock
                 if (
                     unlocked is None
@@ -226,7 +236,7 @@ class NlmService:
                 ):
                     self.kernel.unlock(lk.owner, lk.file, lk.start, lk.end)
                 self._close_if_idle(lk.owner, lk.file)
-            elif isinstance(e, fx.GrantedFromQueue):
+            elif type(e) is fx.GrantedFromQueue:
                 lk = e.blocked.lock
                 w = self._waiting.pop(_wkey(lk), None)
                 if w is not None:
@@ -234,7 +244,7 @@ class NlmService:
                     cookie = next(self._cookies).to_bytes(8, "big") if w.msg else w.cookie
                     args = TestArgs(cookie, w.exclusive, w.lock)
                     out.append(SendGranted(w.host, w.vers, args, e.blocked, w.msg))
-            elif isinstance(e, fx.Cancelled):
+            elif type(e) is fx.Cancelled:
                 self._waiting.pop(_wkey(e.blocked.lock), None)
 
     def poll_local(self, now: float) -> list[Effect]:
@@ -267,13 +277,7 @@ class NlmService:
             return True  # let the retry's own veto decide
 
     def _settle(self, host: Host, now: float) -> None:
-        key = host.key
-        holding = bool(
-            self.locks.lock_count(key)
-            or self.locks.blocked_count(key)
-            or self.locks.shares(host=key)
-        )
-        self.hosts.set_holding(host, holding, now)
+        self.hosts.set_holding(host, self.locks.host_busy(host.key), now)
 
     @staticmethod
     def _owner(host: Host, lk: NlmLock) -> tuple[Hashable, int, bytes]:
@@ -362,25 +366,14 @@ class NlmService:
         except LockRangeError:
             self._prune(lf.key)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
-        if isinstance(r, LockBlocked):
+        if type(r) is LockBlocked:
             self._waiting[_wkey(r.blocked.lock)] = Waiting(
                 host, call.vers, a.cookie, lk, a.exclusive, msg
             )
         self._apply(r.effects, out)
         self._prune(lf.key)
         self._settle(host, now)
-        if isinstance(r, LockGranted):
-            stat = Nlm4Stat.GRANTED
-        elif isinstance(r, LockBlocked):
-            stat = Nlm4Stat.BLOCKED
-        elif isinstance(r, LockDenied):
-            stat = Nlm4Stat.DENIED
-        elif isinstance(r, LockDeadlock):
-            stat = Nlm4Stat.DEADLCK
-        else:
-            assert isinstance(r, LimitExceeded)
-            stat = _STAT_FOR_LIMIT
-        return Outcome(Res(a.cookie, stat), out)
+        return Outcome(Res(a.cookie, _LOCK_STAT[type(r)]), out)
 
     # -- CANCEL / UNLOCK ------------------------------------------------------------------
 
@@ -424,8 +417,11 @@ class NlmService:
         except LockRangeError:
             self._prune_resolved(lk.fh)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
-        self._apply(effects, out, (owner, start, end))
-        self._close_if_idle(owner, lf.key)
+        if effects:
+            # The owner's Released pieces come first: _apply closes its idle description.
+            self._apply(effects, out, (owner, start, end))
+        else:
+            self._close_if_idle(owner, lf.key)
         self._prune(lf.key)
         self._settle(host, now)
         return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), out)

@@ -70,5 +70,10 @@ class ReplyCache:
         self._entries[key] = (now, reply)
         self._entries.move_to_end(key)
 
+    def finish_last(self, key: DrcKey, reply: bytes, now: float) -> None:
+        """:meth:`finish` for the call :meth:`begin` marked last, with no other call begun
+        since (the synchronous path): its entry is the newest already, no move needed."""
+        self._entries[key] = (now, reply)
+
     def __len__(self) -> int:
         return len(self._entries)
