@@ -33,13 +33,11 @@ server* may see ETXTBSY in that window.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from floatlock.nfs.lru import RefCountedLru
 from floatlock.nfs.resolver import ExportRoot
 
 DEFAULT_MAX_OPEN = 256
@@ -69,8 +67,10 @@ class OpenFile:
 Key = tuple[bytes, bool]
 
 
-class OpenFiles:
+class OpenFiles(RefCountedLru[Key, OpenFile]):
     """(handle, write) -> open descriptor, bounded in number and idle time; thread safe."""
+
+    touch_on_release = True
 
     def __init__(
         self,
@@ -80,130 +80,28 @@ class OpenFiles:
         clock: Callable[[], float] = time.monotonic,
         sweeper: bool = True,
     ) -> None:
-        if max_open < 1:
-            raise ValueError("max_open must be at least 1")
-        self.max_open = max_open
-        self.idle_seconds = idle_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[Key, OpenFile] = OrderedDict()
-        self._by_inode: dict[tuple[int, int], set[Key]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if sweeper:
-            self._thread = threading.Thread(target=self._sweep_loop, name="nfs-openfiles")
-            self._thread.daemon = True
-            self._thread.start()
+        super().__init__(
+            max_open,
+            idle_seconds,
+            clock=clock,
+            sweeper=sweeper,
+            thread_name="nfs-openfiles",
+            limit_name="max_open",
+        )
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+    @property
+    def max_open(self) -> int:
+        return self.max_entries
+
+    def _key(self, entry: OpenFile) -> Key:
+        return (entry.fh, entry.write)
 
     def get(self, fh: bytes, write: bool) -> OpenFile | None:
         """The cached entry for (fh, write), in use until ``release``; None on a miss."""
-        key = (fh, write)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
-            entry.users += 1
-            entry.last_used = self._clock()
-            return entry
+        return self._acquire((fh, write))
 
     def add(
         self, fh: bytes, write: bool, root: ExportRoot, fd: int, inode: tuple[int, int]
     ) -> OpenFile:
         """Cache descriptor ``fd`` (now owned by the cache) and return its entry, in use."""
-        key = (fh, write)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:  # another thread made it meanwhile: use theirs
-                os.close(fd)
-                self._entries.move_to_end(key)
-            else:
-                entry = OpenFile(fd, root, fh, write, inode, self._clock())
-                self._entries[key] = entry
-                self._by_inode.setdefault(inode, set()).add(key)
-                while len(self._entries) > self.max_open:
-                    _, old = self._entries.popitem(last=False)
-                    self._unindex(old)
-                    self._drop(old)
-            entry.users += 1
-            entry.last_used = self._clock()
-            return entry
-
-    def release(self, entry: OpenFile) -> None:
-        with self._lock:
-            entry.users -= 1
-            entry.last_used = self._clock()
-            if entry.dropped and entry.users == 0:
-                self._close(entry)
-
-    def discard(self, entry: OpenFile) -> None:
-        """Forget ``entry`` (e.g. its file was removed); closed once no call uses it."""
-        with self._lock:
-            if self._entries.get((entry.fh, entry.write)) is entry:
-                del self._entries[(entry.fh, entry.write)]
-                self._unindex(entry)
-                self._drop(entry)
-
-    def forget_inode(self, dev: int, ino: int) -> int:
-        """Drop every entry of inode (dev, ino) (REMOVE, RENAME over it); how many."""
-        with self._lock:
-            keys = self._by_inode.pop((dev, ino), set())
-            for key in keys:
-                entry = self._entries.pop(key, None)
-                if entry is not None:
-                    self._drop(entry)
-            return len(keys)
-
-    def sweep(self, now: float | None = None) -> int:
-        """Close the entries idle for ``idle_seconds`` or more; how many were dropped."""
-        now = self._clock() if now is None else now
-        dropped = 0
-        with self._lock:
-            for key, entry in list(self._entries.items()):
-                if entry.users == 0 and now - entry.last_used >= self.idle_seconds:
-                    del self._entries[key]
-                    self._unindex(entry)
-                    self._drop(entry)
-                    dropped += 1
-        return dropped
-
-    def close(self) -> None:
-        """Stop the sweeper and close everything (entries in use: when released)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        with self._lock:
-            for entry in self._entries.values():
-                self._drop(entry)
-            self._entries.clear()
-            self._by_inode.clear()
-
-    # -- with the lock held ----------------------------------------------------------------
-
-    def _unindex(self, entry: OpenFile) -> None:
-        keys = self._by_inode.get(entry.inode)
-        if keys is not None:
-            keys.discard((entry.fh, entry.write))
-            if not keys:
-                del self._by_inode[entry.inode]
-
-    def _drop(self, entry: OpenFile) -> None:
-        entry.dropped = True
-        if entry.users == 0:
-            self._close(entry)
-
-    @staticmethod
-    def _close(entry: OpenFile) -> None:
-        if not entry.closed:
-            entry.closed = True
-            os.close(entry.fd)
-
-    def _sweep_loop(self) -> None:
-        interval = max(self.idle_seconds / 2, 0.05)
-        while not self._stop.wait(interval):
-            self.sweep()
+        return self._add((fh, write), fd, lambda now: OpenFile(fd, root, fh, write, inode, now))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections.abc import Callable
 
 from floatlock.nfs.context import (
     Request,
@@ -190,92 +191,99 @@ def _create_existing(req: Request, a: CreateArgs) -> CreateRes:
             return CreateRes(Nfsstat3.OK, WccData(pre, attr_of(d)), child.fh, attr_of(child))
 
 
+def _create_in(
+    req: Request, where: DirOpArgs, make: Callable[[Obj, WccAttr, str], CreateRes]
+) -> CreateRes:
+    """The frame of CREATE, MKDIR, SYMLINK and MKNOD: open directory ``where.dir`` for
+    modification, check the new name, ``make(d, pre, name)``; a failure carries d's wcc."""
+    try:
+        d = _open_dir(req, where.dir)
+    except NfsError as e:
+        return CreateRes(e.status)
+    with d:
+        pre = pre_attr(d)
+        try:
+            check_name(where.name, creating=True)
+            return make(d, pre, where.name)
+        except (OSError, NfsError) as e:
+            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+
+def _mode_of(attrs: Sattr3, default: int) -> int:
+    return (attrs.mode if attrs.mode is not None else default) & 0o7777
+
+
+def _rest_of(attrs: Sattr3, mode: int) -> Sattr3:
+    """What is left to apply after mkdir(2) or mknod(2) with ``mode``: the mode again (they
+    apply the server's umask; the client already applied its own), owner and times."""
+    return Sattr3(mode, attrs.uid, attrs.gid, None, attrs.atime, attrs.mtime)
+
+
 def create3(req: Request, a: CreateArgs) -> CreateRes:
     """Section 3.3.8: UNCHECKED, GUARDED, EXCLUSIVE."""
     if req.cached_only:
         return _create_existing(req, a)
-    try:
-        d = _open_dir(req, a.where.dir)
-    except NfsError as e:
-        return CreateRes(e.status)
-    with d:
-        pre = pre_attr(d)
+
+    def make(d: Obj, pre: WccAttr, name: str) -> CreateRes:
+        mode = 0o600 if a.mode == CreateMode.EXCLUSIVE else (a.attrs.mode or 0o644) & 0o7777
+        flags = os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            check_name(a.where.name, creating=True)
-            name = a.where.name
-            mode = 0o600 if a.mode == CreateMode.EXCLUSIVE else (a.attrs.mode or 0o644) & 0o7777
-            flags = os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
+            with req.acting():
+                fd = os.open(name, flags, mode, dir_fd=d.fd)
+        except FileExistsError:
+            if a.mode == CreateMode.GUARDED:
+                raise
+            st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+            if a.mode == CreateMode.EXCLUSIVE:
+                if not _exclusive_match(st, a.verf):
+                    raise
+                return _created(req, d, name, pre, None)
+            if not stat.S_ISREG(st.st_mode):
+                raise
+            # UNCHECKED on an existing file: only the size is applied (Linux nfsd).
+            size_only = Sattr3(size=a.attrs.size)
+            return _created(req, d, name, pre, size_only)
+        try:
+            if a.mode == CreateMode.EXCLUSIVE:
+                m, at = _VERF.unpack(a.verf)
                 with req.acting():
-                    fd = os.open(name, flags, mode, dir_fd=d.fd)
-            except FileExistsError:
-                if a.mode == CreateMode.GUARDED:
-                    raise
-                st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
-                if a.mode == CreateMode.EXCLUSIVE:
-                    if not _exclusive_match(st, a.verf):
-                        raise
-                    return _created(req, d, name, pre, None)
-                if not stat.S_ISREG(st.st_mode):
-                    raise
-                # UNCHECKED on an existing file: only the size is applied (Linux nfsd).
-                size_only = Sattr3(size=a.attrs.size)
-                return _created(req, d, name, pre, size_only)
-            try:
-                if a.mode == CreateMode.EXCLUSIVE:
-                    m, at = _VERF.unpack(a.verf)
-                    with req.acting():
-                        os.utime(fd, (at & 0x7FFFFFFF, m & 0x7FFFFFFF))
-                    return _created(req, d, name, pre, None)
-                if os.fstat(fd).st_mode & 0o7777 != mode:  # the server's umask applied
-                    with req.acting():
-                        os.fchmod(fd, mode)
-            finally:
-                os.close(fd)
-            at = a.attrs
-            rest = Sattr3(None, at.uid, at.gid, at.size, at.atime, at.mtime)
-            return _created(req, d, name, pre, rest)
-        except (OSError, NfsError) as e:
-            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+                    os.utime(fd, (at & 0x7FFFFFFF, m & 0x7FFFFFFF))
+                return _created(req, d, name, pre, None)
+            if os.fstat(fd).st_mode & 0o7777 != mode:  # the server's umask applied
+                with req.acting():
+                    os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        at = a.attrs
+        rest = Sattr3(None, at.uid, at.gid, at.size, at.atime, at.mtime)
+        return _created(req, d, name, pre, rest)
+
+    return _create_in(req, a.where, make)
 
 
 def mkdir3(req: Request, a: MkdirArgs) -> CreateRes:
     """Section 3.3.9."""
-    try:
-        d = _open_dir(req, a.where.dir)
-    except NfsError as e:
-        return CreateRes(e.status)
-    with d:
-        pre = pre_attr(d)
-        try:
-            check_name(a.where.name, creating=True)
-            mode = (a.attrs.mode if a.attrs.mode is not None else 0o755) & 0o7777
-            with req.acting():
-                os.mkdir(a.where.name, mode, dir_fd=d.fd)
-            # mkdir(2) applies the server's umask; the client already applied its own.
-            attrs = Sattr3(mode, a.attrs.uid, a.attrs.gid, None, a.attrs.atime, a.attrs.mtime)
-            return _created(req, d, a.where.name, pre, attrs)
-        except (OSError, NfsError) as e:
-            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+    def make(d: Obj, pre: WccAttr, name: str) -> CreateRes:
+        mode = _mode_of(a.attrs, 0o755)
+        with req.acting():
+            os.mkdir(name, mode, dir_fd=d.fd)
+        return _created(req, d, name, pre, _rest_of(a.attrs, mode))
+
+    return _create_in(req, a.where, make)
 
 
 def symlink3(req: Request, a: SymlinkArgs) -> CreateRes:
     """Section 3.3.10: the target is stored as given; the mode of a symlink is ignored."""
-    try:
-        d = _open_dir(req, a.where.dir)
-    except NfsError as e:
-        return CreateRes(e.status)
-    with d:
-        pre = pre_attr(d)
-        try:
-            check_name(a.where.name, creating=True)
-            if not a.target:
-                raise NfsError(Nfsstat3.INVAL, "empty symlink target")
-            with req.acting():
-                os.symlink(a.target, a.where.name, dir_fd=d.fd)
-            return _created(req, d, a.where.name, pre, None)
-        except (OSError, NfsError) as e:
-            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+    def make(d: Obj, pre: WccAttr, name: str) -> CreateRes:
+        if not a.target:
+            raise NfsError(Nfsstat3.INVAL, "empty symlink target")
+        with req.acting():
+            os.symlink(a.target, name, dir_fd=d.fd)
+        return _created(req, d, name, pre, None)
+
+    return _create_in(req, a.where, make)
 
 
 _MKNOD_TYPES = {
@@ -289,25 +297,18 @@ _MKNOD_TYPES = {
 def mknod3(req: Request, a: MknodArgs) -> CreateRes:
     """Section 3.3.11: FIFO and socket for anyone; devices need CAP_MKNOD, which only an
     unsquashed root caller keeps (fsuid 0), so the kernel answers EPERM to anyone else."""
-    try:
-        d = _open_dir(req, a.where.dir)
-    except NfsError as e:
-        return CreateRes(e.status)
-    with d:
-        pre = pre_attr(d)
-        try:
-            check_name(a.where.name, creating=True)
-            ftype = _MKNOD_TYPES.get(a.type)
-            if ftype is None:
-                raise NfsError(Nfsstat3.BADTYPE)
-            mode = (a.attrs.mode if a.attrs.mode is not None else 0o644) & 0o7777
-            dev = os.makedev(*a.rdev) if a.type in (Ftype3.CHR, Ftype3.BLK) else 0
-            with req.acting():
-                os.mknod(a.where.name, mode | ftype, dev, dir_fd=d.fd)
-            attrs = Sattr3(mode, a.attrs.uid, a.attrs.gid, None, a.attrs.atime, a.attrs.mtime)
-            return _created(req, d, a.where.name, pre, attrs)
-        except (OSError, NfsError) as e:
-            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+    def make(d: Obj, pre: WccAttr, name: str) -> CreateRes:
+        ftype = _MKNOD_TYPES.get(a.type)
+        if ftype is None:
+            raise NfsError(Nfsstat3.BADTYPE)
+        mode = _mode_of(a.attrs, 0o644)
+        dev = os.makedev(*a.rdev) if a.type in (Ftype3.CHR, Ftype3.BLK) else 0
+        with req.acting():
+            os.mknod(name, mode | ftype, dev, dir_fd=d.fd)
+        return _created(req, d, name, pre, _rest_of(a.attrs, mode))
+
+    return _create_in(req, a.where, make)
 
 
 def _stat_of(d: Obj, name: str) -> os.stat_result | None:

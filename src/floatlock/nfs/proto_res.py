@@ -38,6 +38,34 @@ def status_of_reply(dec: Decoder) -> Nfsstat3:
     return Nfsstat3(v) if v in Nfsstat3._value2member_map_ else Nfsstat3.SERVERFAULT
 
 
+def _encode_head(status: Nfsstat3, attr: Fattr3 | None) -> Encoder:
+    """An encoder holding the status and the post_op_attr both arms of many results start with."""
+    enc = Encoder()
+    enc.u32(status)
+    encode_post_op_attr(enc, attr)
+    return enc
+
+
+def _decode_head(dec: Decoder) -> tuple[Nfsstat3, Fattr3 | None]:
+    """The status and post_op_attr of :func:`_encode_head`."""
+    s = status_of_reply(dec)
+    return s, decode_post_op_attr(dec)
+
+
+def _encode_wcc_head(status: Nfsstat3, wcc: WccData) -> Encoder:
+    """An encoder holding the status and the wcc_data both arms of some results start with."""
+    enc = Encoder()
+    enc.u32(status)
+    wcc.encode(enc)
+    return enc
+
+
+def _decode_wcc_head(dec: Decoder) -> tuple[Nfsstat3, WccData]:
+    """The status and wcc_data of :func:`_encode_wcc_head`."""
+    s = status_of_reply(dec)
+    return s, WccData.decode(dec)
+
+
 @dataclass(frozen=True, slots=True)
 class GetattrRes:
     """GETATTR3res, section 3.3.1."""
@@ -67,9 +95,7 @@ class WccRes:
     wcc: WccData = NO_WCC
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        self.wcc.encode(enc)
+        enc = _encode_wcc_head(self.status, self.wcc)
         return enc.getvalue()
 
     @classmethod
@@ -114,17 +140,14 @@ class AccessRes:
     access: int = 0
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        encode_post_op_attr(enc, self.attr)
+        enc = _encode_head(self.status, self.attr)
         if self.status == Nfsstat3.OK:
             enc.u32(self.access)
         return enc.getvalue()
 
     @classmethod
     def decode(cls, dec: Decoder) -> AccessRes:
-        s = status_of_reply(dec)
-        attr = decode_post_op_attr(dec)
+        s, attr = _decode_head(dec)
         return cls(s, attr, dec.u32() if s == Nfsstat3.OK else 0)
 
 
@@ -137,17 +160,14 @@ class ReadlinkRes:
     target: str = ""
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        encode_post_op_attr(enc, self.attr)
+        enc = _encode_head(self.status, self.attr)
         if self.status == Nfsstat3.OK:
             enc.string(self.target)
         return enc.getvalue()
 
     @classmethod
     def decode(cls, dec: Decoder) -> ReadlinkRes:
-        s = status_of_reply(dec)
-        attr = decode_post_op_attr(dec)
+        s, attr = _decode_head(dec)
         return cls(s, attr, dec.string() if s == Nfsstat3.OK else "")
 
 
@@ -161,9 +181,7 @@ class ReadRes:
     data: bytes | bytearray | memoryview = b""  # the server reads into a bytearray
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        encode_post_op_attr(enc, self.attr)
+        enc = _encode_head(self.status, self.attr)
         if self.status != Nfsstat3.OK:
             return enc.getvalue()
         # The data is up to 1 MiB: copy it once (one join) rather than into the encoder's
@@ -177,8 +195,7 @@ class ReadRes:
 
     @classmethod
     def decode(cls, dec: Decoder) -> ReadRes:
-        s = status_of_reply(dec)
-        attr = decode_post_op_attr(dec)
+        s, attr = _decode_head(dec)
         if s != Nfsstat3.OK:
             return cls(s, attr)
         dec.u32()
@@ -197,9 +214,7 @@ class WriteRes:
     verf: bytes = ZERO_VERF
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        self.wcc.encode(enc)
+        enc = _encode_wcc_head(self.status, self.wcc)
         if self.status == Nfsstat3.OK:
             enc.u32(self.count)
             enc.u32(self.committed)
@@ -208,8 +223,7 @@ class WriteRes:
 
     @classmethod
     def decode(cls, dec: Decoder) -> WriteRes:
-        s = status_of_reply(dec)
-        wcc = WccData.decode(dec)
+        s, wcc = _decode_wcc_head(dec)
         if s != Nfsstat3.OK:
             return cls(s, wcc)
         count = dec.u32()
@@ -274,9 +288,7 @@ class LinkRes:
     dir_wcc: WccData = NO_WCC
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        encode_post_op_attr(enc, self.attr)
+        enc = _encode_head(self.status, self.attr)
         self.dir_wcc.encode(enc)
         return enc.getvalue()
 
@@ -303,9 +315,7 @@ class FsstatRes:
     invarsec: int = 0
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        encode_post_op_attr(enc, self.attr)
+        enc = _encode_head(self.status, self.attr)
         if self.status == Nfsstat3.OK:
             enc.pack(
                 _FSSTAT,
@@ -321,8 +331,7 @@ class FsstatRes:
 
     @classmethod
     def decode(cls, dec: Decoder) -> FsstatRes:
-        s = status_of_reply(dec)
-        attr = decode_post_op_attr(dec)
+        s, attr = _decode_head(dec)
         if s != Nfsstat3.OK:
             return cls(s, attr)
         return cls(s, attr, *dec.unpack(_FSSTAT))
@@ -349,9 +358,7 @@ class FsinfoRes:
     properties: int = 0
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        encode_post_op_attr(enc, self.attr)
+        enc = _encode_head(self.status, self.attr)
         if self.status == Nfsstat3.OK:
             enc.pack(
                 _FSINFO,
@@ -370,8 +377,7 @@ class FsinfoRes:
 
     @classmethod
     def decode(cls, dec: Decoder) -> FsinfoRes:
-        s = status_of_reply(dec)
-        attr = decode_post_op_attr(dec)
+        s, attr = _decode_head(dec)
         if s != Nfsstat3.OK:
             return cls(s, attr)
         rtmax, rtpref, rtmult, wtmax, wtpref, wtmult, dtpref, maxsize = dec.unpack(_FSINFO)
@@ -405,9 +411,7 @@ class PathconfRes:
     case_preserving: bool = True
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        encode_post_op_attr(enc, self.attr)
+        enc = _encode_head(self.status, self.attr)
         if self.status == Nfsstat3.OK:
             enc.u32(self.linkmax)
             enc.u32(self.name_max)
@@ -422,8 +426,7 @@ class PathconfRes:
 
     @classmethod
     def decode(cls, dec: Decoder) -> PathconfRes:
-        s = status_of_reply(dec)
-        attr = decode_post_op_attr(dec)
+        s, attr = _decode_head(dec)
         if s != Nfsstat3.OK:
             return cls(s, attr)
         linkmax, name_max = dec.u32(), dec.u32()
@@ -439,15 +442,12 @@ class CommitRes:
     verf: bytes = ZERO_VERF
 
     def encode(self) -> bytes:
-        enc = Encoder()
-        enc.u32(self.status)
-        self.wcc.encode(enc)
+        enc = _encode_wcc_head(self.status, self.wcc)
         if self.status == Nfsstat3.OK:
             enc.opaque_fixed(self.verf, NFS3_WRITEVERFSIZE)
         return enc.getvalue()
 
     @classmethod
     def decode(cls, dec: Decoder) -> CommitRes:
-        s = status_of_reply(dec)
-        wcc = WccData.decode(dec)
+        s, wcc = _decode_wcc_head(dec)
         return cls(s, wcc, dec.opaque_fixed(NFS3_WRITEVERFSIZE) if s == Nfsstat3.OK else ZERO_VERF)

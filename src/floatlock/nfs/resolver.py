@@ -55,9 +55,7 @@ import errno
 import logging
 import os
 import stat
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -65,6 +63,7 @@ from floatlock.nfs.errors import NfsError
 from floatlock.nfs.exports import Export
 from floatlock.nfs.fhandle import name_to_handle, open_by_handle
 from floatlock.nfs.handles import MAX_KERNEL_HANDLE, HandleCodec
+from floatlock.nfs.lru import RefCountedLru
 from floatlock.nfs.proto import Nfsstat3
 from floatlock.nlm.files import StaleHandle
 
@@ -235,8 +234,10 @@ class CachedHandle:
         self.closed = False
 
 
-class HandleCache:
+class HandleCache(RefCountedLru[bytes, CachedHandle]):
     """Verified handle -> open O_PATH descriptor, bounded and thread safe (module docstring)."""
+
+    ordered_last_used = True  # release does not count as a use
 
     def __init__(
         self,
@@ -246,48 +247,27 @@ class HandleCache:
         clock: Callable[[], float] = time.monotonic,
         sweeper: bool = True,
     ) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
-        self.max_entries = max_entries
-        self.idle_seconds = idle_seconds
         self.dir_gen = 0
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[bytes, CachedHandle] = OrderedDict()
-        self._by_inode: dict[tuple[int, int], list[CachedHandle]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if sweeper:
-            self._thread = threading.Thread(target=self._sweep_loop, name="nfs-handles")
-            self._thread.daemon = True
-            self._thread.start()
+        super().__init__(
+            max_entries, idle_seconds, clock=clock, sweeper=sweeper, thread_name="nfs-handles"
+        )
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def _key(self, entry: CachedHandle) -> bytes:
+        return entry.fh
 
     def __contains__(self, fh: bytes) -> bool:
         return fh in self._entries
 
     def acquire(self, fh: bytes) -> CachedHandle | None:
         """The entry of ``fh``, in use until :meth:`release`; None on a miss."""
-        with self._lock:
-            entry = self._entries.get(fh)
-            if entry is None:
-                return None
-            self._entries.move_to_end(fh)
-            entry.users += 1
-            entry.last_used = self._clock()
-            return entry
+        return self._acquire(fh)
 
     def acquire_inode(self, root: ExportRoot, dev: int, ino: int) -> CachedHandle | None:
         """An entry of inode (dev, ino) in export ``root``, in use until release; or None."""
         with self._lock:
-            for entry in self._by_inode.get((dev, ino), ()):
+            for fh, entry in self._by_inode.get((dev, ino), {}).items():
                 if entry.root is root:
-                    self._entries.move_to_end(entry.fh)
-                    entry.users += 1
-                    entry.last_used = self._clock()
-                    return entry
+                    return self._use(fh, entry)
             return None
 
     def add(
@@ -295,105 +275,12 @@ class HandleCache:
     ) -> CachedHandle:
         """Cache ``fd`` (now the cache's) for ``fh``, verified at generation ``dir_gen``;
         the entry is returned in use."""
-        with self._lock:
-            entry = self._entries.get(fh)
-            if entry is not None:  # another thread made it meanwhile: use theirs
-                os.close(fd)
-                self._entries.move_to_end(fh)
-            else:
-                entry = CachedHandle(fh, root, fd, st, dir_gen, self._clock())
-                self._entries[fh] = entry
-                self._by_inode.setdefault(entry.inode, []).append(entry)
-                while len(self._entries) > self.max_entries:
-                    _, old = self._entries.popitem(last=False)
-                    self._unindex(old)
-                    self._drop(old)
-            entry.users += 1
-            entry.last_used = self._clock()
-            return entry
-
-    def release(self, entry: CachedHandle) -> None:
-        with self._lock:
-            entry.users -= 1
-            if entry.dropped and entry.users == 0:
-                self._close(entry)
-
-    def discard(self, entry: CachedHandle) -> None:
-        """Forget ``entry``; its descriptor is closed once no call uses it."""
-        with self._lock:
-            if self._entries.get(entry.fh) is entry:
-                del self._entries[entry.fh]
-                self._unindex(entry)
-                self._drop(entry)
-
-    def forget_inode(self, dev: int, ino: int) -> int:
-        """Drop every entry of inode (dev, ino) (REMOVE, RMDIR, RENAME over it); how many."""
-        with self._lock:
-            entries = self._by_inode.pop((dev, ino), [])
-            for entry in entries:
-                if self._entries.get(entry.fh) is entry:
-                    del self._entries[entry.fh]
-                self._drop(entry)
-            return len(entries)
+        return self._add(fh, fd, lambda now: CachedHandle(fh, root, fd, st, dir_gen, now))
 
     def dirs_changed(self) -> None:
         """A directory was renamed or removed: every directory verdict is re-walked."""
         with self._lock:
             self.dir_gen += 1
-
-    def sweep(self, now: float | None = None) -> int:
-        """Close the entries idle ``idle_seconds`` or more; how many were dropped."""
-        now = self._clock() if now is None else now
-        dropped = 0
-        with self._lock:
-            # Least recently used first: stop at the first entry still fresh.
-            for fh, entry in list(self._entries.items()):
-                if now - entry.last_used < self.idle_seconds:
-                    break
-                if entry.users == 0:
-                    del self._entries[fh]
-                    self._unindex(entry)
-                    self._drop(entry)
-                    dropped += 1
-        return dropped
-
-    def close(self) -> None:
-        """Stop the sweeper and close everything (entries in use: when released)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        with self._lock:
-            for entry in self._entries.values():
-                self._drop(entry)
-            self._entries.clear()
-            self._by_inode.clear()
-
-    # -- with the lock held ----------------------------------------------------------------
-
-    def _unindex(self, entry: CachedHandle) -> None:
-        entries = self._by_inode.get(entry.inode)
-        if entries is not None:
-            if entry in entries:
-                entries.remove(entry)
-            if not entries:
-                del self._by_inode[entry.inode]
-
-    def _drop(self, entry: CachedHandle) -> None:
-        entry.dropped = True
-        if entry.users == 0:
-            self._close(entry)
-
-    @staticmethod
-    def _close(entry: CachedHandle) -> None:
-        if not entry.closed:
-            entry.closed = True
-            os.close(entry.fd)
-
-    def _sweep_loop(self) -> None:
-        interval = max(self.idle_seconds / 2, 0.05)
-        while not self._stop.wait(interval):
-            self.sweep()
 
 
 class Resolver:
