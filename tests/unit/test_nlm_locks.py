@@ -377,3 +377,34 @@ def test_owner_holds_and_file_in_use() -> None:
     assert m.file_in_use("f")
     m.unshare("f", "o3")
     assert not m.file_in_use("f")
+
+
+# -- fast paths: first lock on a file, release of an owner's only record -------------------
+
+
+def test_first_lock_on_a_file_and_its_whole_release_keep_the_indexes() -> None:
+    m = LockManager()
+    r = take(m, A, 0, 10, True)
+    assert r.effects == (Granted(r.lock),)
+    take(m, A, 0, 5, False, file=G)
+    take(m, A2, 5, 5, True, file=G)
+    assert m.lock_count(HA) == 3 and m.owner_holds(F, A) and m.host_busy(HA)
+    assert m.unlock(F, A, 0, 0) == (Released(r.lock),)
+    assert not m.owner_holds(F, A) and not m.file_in_use(F) and m.lock_count(HA) == 2
+    assert m.unlock(G, A, 0, 0) != () and m.unlock(G, A2, 0, 0) != ()
+    assert m.lock_count(HA) == 0 and not m.host_busy(HA) and m.held() == []
+    # A release inside the only record splits it (the general path).
+    take(m, B, 0, 10, True)
+    assert [e.lock.start for e in m.unlock(F, B, 2, 3) if isinstance(e, Released)] == [2]
+    assert ranges(m, B) == [(0, 2, True), (5, 10, True)]
+
+
+def test_first_lock_on_a_file_honours_the_host_cap_and_the_admit_veto() -> None:
+    m = LockManager(max_locks_per_host=1)
+    take(m, A, 0, 1, True)
+    r = m.lock(G, A, HA, 0, 1, True, block=False, now=0.0)
+    assert isinstance(r, LimitExceeded) and r.limit == "locks_per_host"
+    assert not m.file_in_use(G)
+    vetoed = LockManager(admit=lambda _lk: False)
+    d = vetoed.lock(F, A, HA, 0, 1, True, block=False, now=0.0)
+    assert isinstance(d, LockDenied) and d.holder is None and not vetoed.file_in_use(F)

@@ -75,3 +75,20 @@ def test_fast_decoders_limits() -> None:
     big = b"\x00\x00\x00\x00" + b"\x00\x00\x04\x01" + b"x" * 1028 + data[8:]
     with pytest.raises(XdrError):
         codec.unlockargs_at(big, 0)  # a caller_name of 1025 bytes
+
+
+@pytest.mark.parametrize("vers", [1, 3, 4])
+def test_res_reply_in_one_pack_matches_header_plus_res(vers: int) -> None:
+    from floatlock.nlm.proto import Res
+    from floatlock.rpc.message import success_header
+
+    codec = codec_for(vers)
+    for n in (0, 1, 2, 3, 4, 5, 8, 1024):
+        for stat in range(9):
+            res = Res(bytes(range(n % 256)) * (n // 256 + 1), stat)
+            res = Res(res.cookie[:n], stat)
+            assert codec.encode_res_reply(0xDEADBEEF, res) == success_header(
+                0xDEADBEEF
+            ) + codec.encode_res(res)
+    with pytest.raises(XdrError):
+        codec.encode_res_reply(1, Res(b"x" * 1025, 0))

@@ -159,3 +159,14 @@ def test_default_fragment_limit_follows_the_record_limit() -> None:
     # ...but headers alone may not outweigh the largest record.
     with pytest.raises(TooManyFragments):
         r.feed(hdr(0, False) * 1025)
+
+
+def test_whole_records_then_fragments_partial_and_oversize_in_one_chunk() -> None:
+    # The back-to-back whole records take the fast path; what follows is left to the
+    # general loop from the same position.
+    r = RecordReader(max_record=8)
+    data = frame(b"a") + frame(b"bb") + hdr(1, False) + b"c" + hdr(1, True) + b"d"
+    assert r.feed(data + frame(b"eeee")[:3]) == [b"a", b"bb", b"cd"]
+    assert r.feed(frame(b"eeee")[3:] + frame(b"f")) == [b"eeee", b"f"]
+    with pytest.raises(RecordTooLarge):
+        r.feed(frame(b"g") + hdr(9, True))

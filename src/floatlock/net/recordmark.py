@@ -113,6 +113,19 @@ class RecordReader:
         pos = 0
         out: list[bytes] = []
         record = self._record
+        if not self._in_fragment and not record and self.max_fragments >= 1:
+            # Fast path: whole single-fragment records back to back (a pipelining client).
+            # Anything else -- a partial record, a non-final fragment, an oversize header --
+            # is left to the general loop below, from the same position.
+            max_record = self.max_record
+            while n - pos >= 4:
+                (hdr,) = _unpack_hdr(buf, pos)
+                length = hdr & MAX_FRAGMENT
+                end = pos + 4 + length
+                if not hdr & LAST_FRAGMENT or end > n or length > max_record:
+                    break
+                out.append(buf[pos + 4 : end])
+                pos = end
         while pos < n:
             if not self._in_fragment:
                 if n - pos < 4:

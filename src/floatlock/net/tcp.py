@@ -222,14 +222,19 @@ class _Connection(asyncio.Protocol):
         # Synchronous replies to the records of one read leave in one write (one send(2) for
         # a pipelined burst instead of one per call).
         out: list[bytes] = []
+        client = self.client
+        server_addr = self.server_addr
+        max_pending = srv.max_pending
+        popleft = backlog.popleft
+        append = out.append
         try:
             while backlog and not self._closed:
-                if self._write_paused or self._pending >= srv.max_pending:
+                if self._write_paused or self._pending >= max_pending:
                     self._pause_reading()
                     return
-                record = backlog.popleft()
+                record = popleft()
                 try:
-                    result = dispatch(record, self.client, self.server_addr, "tcp")
+                    result = dispatch(record, client, server_addr, "tcp")
                 except Exception:
                     # The dispatcher answers every error itself; this is a bug, not bad input.
                     srv.stats.dispatch_errors += 1
@@ -238,11 +243,12 @@ class _Connection(asyncio.Protocol):
                 if result is None:
                     continue
                 if type(result) is bytes and len(result) <= MAX_FRAGMENT:
-                    out.append(_pack_mark(LAST_FRAGMENT | len(result)))
-                    out.append(result)
+                    append(_pack_mark(LAST_FRAGMENT | len(result)))
+                    append(result)
                     if len(out) >= _MAX_BATCH:
                         self._write_framed(out)
                         out = []
+                        append = out.append
                 elif isinstance(result, bytes):
                     self._write(result)  # several fragments
                 else:

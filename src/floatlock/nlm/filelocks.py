@@ -80,6 +80,27 @@ class FileLocks:
         # Upper bound on (end - start) of bounded shared records; only reset when none remain.
         self._shared_max_len = 0
 
+    @classmethod
+    def first(cls, lk: Lock) -> FileLocks:
+        """A file's locks holding only ``lk`` (what committing it to an empty file makes)."""
+        fl = cls()
+        fl._by_owner[lk.owner] = [lk]
+        fl._index(lk)
+        return fl
+
+    def take_sole(self, owner: OwnerKey, start: int, end: int) -> Lock | None:
+        """When ``owner``'s only record here lies inside ``[start, end)``, remove and return
+        it (the commit of :meth:`plan_unlock`'s plan, without the plan); else None."""
+        records = self._by_owner.get(owner)
+        if records is None or len(records) != 1:
+            return None
+        lk = records[0]
+        if lk.start < start or lk.end > end:
+            return None
+        del self._by_owner[owner]
+        self._unindex(lk)
+        return lk
+
     def __bool__(self) -> bool:
         return bool(self._by_owner)
 

@@ -137,7 +137,17 @@ class LockManager:
         """NLM LOCK (see the module docstring for the rules)."""
         start, end = byte_range(offset, length)
         req = Lock(file, owner, host, start, end, exclusive)
-        fl = self._table.file(file)
+        table = self._table
+        fl = table.file(file)
+        if fl is None and not block:
+            # Fast path: a non-blocking request on a file with no held locks cannot conflict,
+            # and granting it adds exactly one record (what _grant_new's plan would say).
+            if table.count(host) + 1 > self.max_locks_per_host:
+                return LimitExceeded(host, "locks_per_host", self.max_locks_per_host)
+            if not self._admit(req):
+                return LockDenied(None)
+            table.insert_first(req)
+            return LockGranted(req, (Granted(req),))
         if block:
             waiter = self._queue.find(file, owner, start, end, exclusive)
             if waiter is not None:

@@ -64,6 +64,16 @@ class LockTable:
         fl = self._files.get(request.file)
         return (fl if fl is not None else _NO_LOCKS).plan_lock(request)
 
+    def insert_first(self, lk: Lock) -> None:
+        """Add ``lk`` to a file that has no locks (:meth:`commit` of the plan that
+        :meth:`plan_lock` makes for it, without the plan)."""
+        file, owner, host = lk.file, lk.owner, lk.host
+        self._files[file] = FileLocks.first(lk)
+        counts = self._count
+        counts[host] = counts.get(host, 0) + 1
+        self._owner_files.setdefault(owner, {})[file] = None
+        self._host_owners.setdefault(host, {})[owner] = None
+
     def commit(self, file: FileKey, host: HostKey, plan: Plan) -> None:
         """Apply ``plan`` (made for ``file`` on the current state) and update the indexes."""
         if not plan.removed and not plan.added:
@@ -104,6 +114,27 @@ class LockTable:
         fl = self._files.get(file)
         if fl is None:
             return []
+        lk = fl.take_sole(owner, start, end)
+        if lk is not None:
+            # Fast path: the owner's only record here, released whole.
+            host = lk.host
+            counts = self._count
+            count = counts[host] - 1
+            if count:
+                counts[host] = count
+            else:
+                del counts[host]
+            owned = self._owner_files[owner]
+            del owned[file]
+            if not owned:
+                del self._owner_files[owner]
+                owners = self._host_owners[host]
+                del owners[owner]
+                if not owners:
+                    del self._host_owners[host]
+            if not fl:
+                del self._files[file]
+            return [lk]
         plan = fl.plan_unlock(owner, start, end)
         if not plan.removed:
             return []

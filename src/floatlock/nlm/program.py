@@ -105,13 +105,18 @@ class NlmProgram:
 
     def procedures(self, vers: int) -> dict[int, Procedure[Any, Any]]:
         c = codec_for(vers)
+        reply = c.encode_res_reply
         P = NlmProc
         procs: dict[int, Procedure[Any, Any]] = {
             P.TEST: Procedure("TEST", self._test, c.testargs, c.encode_testres),
-            P.LOCK: Procedure("LOCK", self._lock, c.lockargs, c.encode_res, False, c.lockargs_at),
-            P.CANCEL: Procedure("CANCEL", self._cancel, c.cancargs, c.encode_res, idempotent=False),
+            P.LOCK: Procedure(
+                "LOCK", self._lock, c.lockargs, c.encode_res, False, c.lockargs_at, reply
+            ),
+            P.CANCEL: Procedure(
+                "CANCEL", self._cancel, c.cancargs, c.encode_res, False, encode_reply=reply
+            ),
             P.UNLOCK: Procedure(
-                "UNLOCK", self._unlock, c.unlockargs, c.encode_res, False, c.unlockargs_at
+                "UNLOCK", self._unlock, c.unlockargs, c.encode_res, False, c.unlockargs_at, reply
             ),
             P.TEST_MSG: Procedure("TEST_MSG", self._test_msg, c.testargs),
             P.LOCK_MSG: Procedure(
@@ -136,7 +141,7 @@ class NlmProgram:
                 "UNSHARE", self._unshare, c.shareargs, c.encode_shareres, idempotent=False
             )
             procs[P.NM_LOCK] = Procedure(
-                "NM_LOCK", self._nm_lock, c.lockargs, c.encode_res, False, c.lockargs_at
+                "NM_LOCK", self._nm_lock, c.lockargs, c.encode_res, False, c.lockargs_at, reply
             )
             procs[P.FREE_ALL] = Procedure("FREE_ALL", self._free_all, NlmCodec.notify)
         return procs

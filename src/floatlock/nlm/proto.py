@@ -29,6 +29,7 @@ state) with one precompiled struct.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -205,6 +206,8 @@ class Holder:
 class TestArgs:
     """``nlm_testargs`` (TEST, TEST_MSG, and GRANTED / GRANTED_MSG sent to a client)."""
 
+    __test__ = False  # a protocol type, not a pytest test class
+
     cookie: bytes
     exclusive: bool
     lock: NlmLock
@@ -251,6 +254,8 @@ class Res:
 @dataclass(slots=True)
 class TestRes:
     """``nlm_testres``: ``holder`` is set exactly when ``stat`` is DENIED."""
+
+    __test__ = False  # a protocol type, not a pytest test class
 
     cookie: bytes
     stat: int
@@ -310,6 +315,19 @@ _U32_PACK: Final = struct.Struct(">I").pack
 _U32_AT: Final = struct.Struct(">I").unpack_from
 _I32_PACK: Final = struct.Struct(">i").pack
 _PADDING: Final = (b"", b"\0", b"\0\0", b"\0\0\0")
+#: Packers of a whole successful RPC reply carrying an ``nlm_res``, by cookie length: the
+#: accepted-reply header (xid, REPLY, MSG_ACCEPTED, null verifier, SUCCESS), the cookie's
+#: length, the cookie zero-padded by struct's "s" format, the status.
+_RES_REPLY: dict[int, Callable[..., bytes]] = {}
+
+
+def _res_reply_pack(n: int) -> Callable[..., bytes]:
+    pack = _RES_REPLY.get(n)
+    if pack is None:
+        pack = _RES_REPLY[n] = struct.Struct(f">7I{(n + 3) & ~3}si").pack
+    return pack
+
+
 _SHARE_TAIL: Final = struct.Struct(">iiI")  # mode, access, reclaim
 _NOTIFY_STATE: Final = struct.Struct(">i")
 
@@ -573,6 +591,16 @@ class NlmCodec:
             raise XdrError(f"cookie of {n} bytes exceeds {MAXNETOBJ_SZ}")
         stat = r.stat if self.wide else v1_status(r.stat)
         return b"".join((_U32_PACK(n), cookie, _PADDING[-n & 3], _I32_PACK(stat)))
+
+    def encode_res_reply(self, xid: int, r: Res) -> bytes:
+        """The whole successful reply to call ``xid`` carrying ``r``: the RPC accepted-reply
+        header and :meth:`encode_res`'s bytes in one pack."""
+        cookie = r.cookie
+        n = len(cookie)
+        if n > MAXNETOBJ_SZ:
+            raise XdrError(f"cookie of {n} bytes exceeds {MAXNETOBJ_SZ}")
+        stat = r.stat if self.wide else v1_status(r.stat)
+        return _res_reply_pack(n)(xid, 1, 0, 0, 0, 0, n, cookie, stat)
 
     def testres(self, dec: Decoder) -> TestRes:
         cookie = dec.opaque(MAXNETOBJ_SZ)

@@ -358,20 +358,21 @@ class NlmService:
             lf = self._file(lk.fh, now)
         except StaleHandle:
             return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
+        fkey = lf.key
         try:
             owner = self._owner(host, lk)
             r = self.locks.lock(
-                lf.key, owner, host.key, lk.offset, lk.length, a.exclusive, block=block, now=now
+                fkey, owner, host.key, lk.offset, lk.length, a.exclusive, block=block, now=now
             )
         except LockRangeError:
-            self._prune(lf.key)
+            self._prune(fkey)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
         if type(r) is LockBlocked:
             self._waiting[_wkey(r.blocked.lock)] = Waiting(
                 host, call.vers, a.cookie, lk, a.exclusive, msg
             )
         self._apply(r.effects, out)
-        self._prune(lf.key)
+        self._prune(fkey)
         self._settle(host, now)
         return Outcome(Res(a.cookie, _LOCK_STAT[type(r)]), out)
 
@@ -403,13 +404,13 @@ class NlmService:
         lk = a.lock
         try:
             host = self.host_for(lk.caller_name, call, now)
-            lf = self._file(lk.fh, now)
+            fkey = self._file(lk.fh, now).key
             owner = self._owner(host, lk)
             start, end = byte_range(lk.offset, lk.length)
             if self.kernel is not None:
                 # Release in the kernel first: the core's wake-ups run the kernel veto.
-                self.kernel.unlock(owner, lf.key, start, end)
-            effects = self.locks.unlock(lf.key, owner, lk.offset, lk.length)
+                self.kernel.unlock(owner, fkey, start, end)
+            effects = self.locks.unlock(fkey, owner, lk.offset, lk.length)
         except HostLimitError:
             return Outcome(Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
         except StaleHandle:
@@ -421,8 +422,8 @@ class NlmService:
             # The owner's Released pieces come first: _apply closes its idle description.
             self._apply(effects, out, (owner, start, end))
         else:
-            self._close_if_idle(owner, lf.key)
-        self._prune(lf.key)
+            self._close_if_idle(owner, fkey)
+        self._prune(fkey)
         self._settle(host, now)
         return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), out)
 

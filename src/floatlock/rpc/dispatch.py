@@ -84,7 +84,9 @@ class Procedure(Generic[A, R]):
     ``decode`` None means void arguments; ``encode`` None means a void result.
     ``decode_at``: an optional fast path equivalent to ``decode``, that decodes straight from
     the message bytes (the arguments at the given offset, to the very end; XdrError when they
-    do not decode exactly), for the hottest procedures.
+    do not decode exactly), for the hottest procedures.  ``encode_reply``: likewise optional,
+    the whole successful reply to the call with the given xid (``success_header`` followed by
+    ``encode``'s bytes) in one go.
     """
 
     name: str
@@ -93,6 +95,7 @@ class Procedure(Generic[A, R]):
     encode: Callable[[R], bytes] | None = None
     idempotent: bool = True
     decode_at: Callable[[bytes, int], A] | None = None
+    encode_reply: Callable[[int, R], bytes] | None = None
     is_async: bool = field(init=False, default=False)
     calls: list[int] = field(init=False, default_factory=lambda: [0], compare=False)
 
@@ -266,6 +269,9 @@ class Dispatcher:
                 return self._finish(proc, result, call, key)
             if result is NO_REPLY:
                 return None
+            encode_reply = proc.encode_reply
+            if encode_reply is not None:
+                return encode_reply(call.xid, result)
             if proc.encode is None:
                 return success_header(call.xid)
             return success_header(call.xid) + proc.encode(result)
@@ -287,6 +293,8 @@ class Dispatcher:
             result = await pending
             if result is NO_REPLY:
                 reply = None
+            elif proc.encode_reply is not None:
+                reply = proc.encode_reply(call.xid, result)
             elif proc.encode is None:
                 reply = success_header(call.xid)
             else:
