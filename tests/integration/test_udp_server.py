@@ -45,6 +45,12 @@ def make_dispatcher() -> Dispatcher:
     return d
 
 
+@pytest.fixture(params=[True, False], ids=["recvmmsg", "recvmsg"])
+def batch(request: pytest.FixtureRequest) -> bool:
+    """Every test runs over the batched path (Linux default) and the recvmsg fallback."""
+    return bool(request.param)
+
+
 def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(asyncio.wait_for(coro_fn(), 20))  # type: ignore[arg-type]
 
@@ -58,11 +64,11 @@ async def _exchange(
     return data, src
 
 
-def test_reply_leaves_from_each_destination_address() -> None:
+def test_reply_leaves_from_each_destination_address(batch: bool) -> None:
     """A wildcard socket answers 127.0.0.1 from 127.0.0.1 and 127.0.0.2 from 127.0.0.2."""
 
     async def main() -> None:
-        server = UdpServer(make_dispatcher(), "0.0.0.0", 0)
+        server = UdpServer(make_dispatcher(), "0.0.0.0", 0, batch=batch)
         await server.start()
         try:
             for dest in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
@@ -79,12 +85,12 @@ def test_reply_leaves_from_each_destination_address() -> None:
     run(main)
 
 
-def test_bound_socket_knows_its_address_without_pktinfo() -> None:
+def test_bound_socket_knows_its_address_without_pktinfo(batch: bool) -> None:
     """A socket bound to one address (drained with recvfrom/sendto, no control messages)
     tells handlers that address and answers from it."""
 
     async def main() -> None:
-        server = UdpServer(make_dispatcher(), "127.0.0.2", 0)
+        server = UdpServer(make_dispatcher(), "127.0.0.2", 0, batch=batch)
         await server.start()
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -104,12 +110,12 @@ def test_bound_socket_knows_its_address_without_pktinfo() -> None:
     run(main)
 
 
-def test_ipv6_destination_learnt() -> None:
+def test_ipv6_destination_learnt(batch: bool) -> None:
     if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
         pytest.skip("no IPv6 on this host")
 
     async def main() -> None:
-        server = UdpServer(make_dispatcher(), "::", 0)
+        server = UdpServer(make_dispatcher(), "::", 0, batch=batch)
         await server.start()
         try:
             with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
@@ -123,9 +129,9 @@ def test_ipv6_destination_learnt() -> None:
     run(main)
 
 
-def test_async_handlers_and_garbage_do_not_stop_service() -> None:
+def test_async_handlers_and_garbage_do_not_stop_service(batch: bool) -> None:
     async def main() -> None:
-        server = UdpServer(make_dispatcher(), "127.0.0.1", 0)
+        server = UdpServer(make_dispatcher(), "127.0.0.1", 0, batch=batch)
         await server.start()
         rng = __import__("random").Random(7)
         try:

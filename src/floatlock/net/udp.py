@@ -11,8 +11,8 @@ it leaves *from* that address: a client that sent to 198.18.0.10 must see the an
 198.18.0.10, or it drops it (and after a failover the old node's address would leak out).
 Parsing the control message costs one dict lookup: each distinct control message seen is
 decoded once and cached with the :data:`ServerAddress` and the reply's control message.
-A socket bound to one address needs none of this (it receives for that address only and its
-replies leave from it): it is drained with ``recvfrom`` / ``sendto``, no control messages.
+A socket bound to one address does not ask for them (it receives for that address only and
+its replies leave from it): its datagrams carry no control message and map to that address.
 
 *Speed.*  asyncio's ``DatagramProtocol`` costs a loop callback, a protocol call and an address
 tuple per datagram and tops out near 23k calls/s here.  Instead the socket is registered with
@@ -144,7 +144,7 @@ class UdpServer:
         if self.host not in ("0.0.0.0", "::"):
             self._default_server = server_address(self.host)
         self._loop = asyncio.get_running_loop()
-        reader = self._readable if self._wildcard else self._readable_bound
+        reader = self._readable
         if self._batch:
             try:
                 self._mmsg = mmsg.MmsgEndpoint(
@@ -238,57 +238,6 @@ class UdpServer:
                     self._send_failed(e, addr)
             else:
                 self._spawn(result, cmsg, addr)  # type: ignore[arg-type]
-
-    def _readable_bound(self) -> None:
-        """:meth:`_readable` for a socket bound to one address: the destination is known, so
-        no control messages (``recvfrom`` and ``sendto``, lighter than the ``*msg`` calls)."""
-        sock = self._sock
-        if sock is None:
-            return
-        recvfrom = sock.recvfrom
-        sendto = sock.sendto
-        dispatch = self._dispatcher.dispatch
-        server = self._default_server
-        stats = self.stats
-        budget = self._budget
-        if self._light:
-            self._light -= 1
-            budget = 1
-        got = 0
-        for _ in range(budget):
-            try:
-                # One byte more than a datagram may carry: a longer one is truncated (dropped).
-                data, addr = recvfrom(MAX_DATAGRAM + 1)
-            except (BlockingIOError, InterruptedError):
-                if got == 1:
-                    self._light = _PROBE
-                return
-            except OSError as e:
-                stats.recv_errors += 1
-                log.debug("UDP recvfrom: %s", e)
-                continue
-            got += 1
-            stats.datagrams += 1
-            if len(data) > MAX_DATAGRAM:
-                stats.truncated += 1
-                log.debug("dropped truncated datagram from %s", addr)
-                continue
-            try:
-                result = dispatch(data, addr, server, "udp")
-            except Exception:
-                stats.handler_errors += 1
-                log.exception("dispatcher failed on a datagram from %s", addr)
-                continue
-            if result is None:
-                continue
-            if type(result) is bytes:
-                try:
-                    sendto(result, addr)
-                    stats.replies += 1
-                except OSError as e:
-                    self._send_failed(e, addr)
-            else:
-                self._spawn(result, [], addr)  # type: ignore[arg-type]
 
     def _learn(self, cdata: bytes) -> tuple[ServerAddress, list[tuple[int, int, bytes]]]:
         """Decode a control message not seen before and cache what replies need."""
