@@ -18,11 +18,11 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.interop.server_side import ofd_locks_on, wait_for_log
 from tests.vm.guest import ClientVM
 from tests.vm.test_vm_smoke import _require_vm
 
@@ -43,23 +43,6 @@ echo "RESULT flock-cmd $?"
 umount /mnt
 echo "RESULT umount $?"
 """
-
-
-def _wait_for(path: Path, text: str, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}:\n{path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
-
-
-def _ofd_locks_on(path: Path) -> list[str]:
-    ino = os.stat(path).st_ino
-    return [
-        line
-        for line in Path("/proc/locks").read_text().splitlines()
-        if "OFDLCK" in line and f":{ino} " in line
-    ]
 
 
 def _server_can_lock(path: Path) -> bool:
@@ -92,16 +75,16 @@ def test_serve_without_arguments_mount_and_lock(tmp_path: Path) -> None:
                 stderr=subprocess.STDOUT,
                 private_dirs=["/run"],
             )
-            _wait_for(log_path, "floatlock ready", "floatlock serve did not start")
+            wait_for_log(log_path, "floatlock ready", "floatlock serve did not start")
             assert export.is_dir() and (cwd / "var" / "state").is_dir()
             assert stat.S_IMODE(export.stat().st_mode) == 0o1777
             vm.start(SCRIPT.format(export=export), timeout=240)
             vm.wait_for_output(r"^ECHO p LOCKED", timeout=180)
-            fcntl_ofd = _ofd_locks_on(export / "f")
+            fcntl_ofd = ofd_locks_on(export / "f")
             fcntl_blocks = not _server_can_lock(export / "f")
             (export / "go1").touch()
             vm.wait_for_output(r"^ECHO f FLOCKED", timeout=60)
-            flock_ofd = _ofd_locks_on(export / "f")
+            flock_ofd = ofd_locks_on(export / "f")
             flock_blocks = not _server_can_lock(export / "f")
             (export / "go2").touch()
             res = vm.wait()

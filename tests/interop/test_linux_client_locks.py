@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.server_side import ofd_locks_on, wait_for_log
 from tests.vm.guest import ClientVM
 from tests.vm.test_vm_smoke import _require_vm
 
@@ -59,23 +60,6 @@ echo "RESULT umount $?"
 """
 
 
-def _wait_for(path: Path, text: str, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}:\n{path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
-
-
-def _ofd_locks_on(path: Path) -> list[str]:
-    ino = os.stat(path).st_ino
-    return [
-        line
-        for line in Path("/proc/locks").read_text().splitlines()
-        if "OFDLCK" in line and f":{ino} " in line
-    ]
-
-
 @pytest.mark.timeout(300)
 def test_linux_client_locks_through_floatlock_serve(tmp_path: Path) -> None:
     _require_vm()
@@ -101,7 +85,7 @@ def test_linux_client_locks_through_floatlock_serve(tmp_path: Path) -> None:
                 stderr=subprocess.STDOUT,
                 private_dirs=["/run"],
             )
-            _wait_for(log_path, "floatlock ready", "floatlock serve did not start")
+            wait_for_log(log_path, "floatlock ready", "floatlock serve did not start")
             holder = subprocess.Popen(
                 [sys.executable, "-c", HOLDER, str(held)],
                 stdin=subprocess.PIPE,
@@ -114,7 +98,7 @@ def test_linux_client_locks_through_floatlock_serve(tmp_path: Path) -> None:
                 vm.start(SCRIPT.format(export=export), timeout=240)
                 vm.wait_for_output(r"^ECHO x LOCKED", timeout=180)
                 # The client's NLM lock is an OFD lock in the server's kernel.
-                ofd = _ofd_locks_on(export / "f")
+                ofd = ofd_locks_on(export / "f")
                 (export / "go").touch()
                 vm.wait_for_output(r"^BEGIN b\.1 op=lockw", timeout=120)
                 time.sleep(1.0)  # the guest is now blocked behind the holder
