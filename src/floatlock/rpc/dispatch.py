@@ -127,7 +127,6 @@ class RpcStats:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
-Reply = bytes | None
 
 #: Decoded AUTH_SYS credentials kept, by their bytes (oldest dropped first).
 MAX_CACHED_CREDS = 1024
@@ -217,24 +216,19 @@ class Dispatcher:
 
         decode = proc.decode
         decode_at = proc.decode_at
-        if decode_at is not None and type(data) is bytes:
-            try:
+        try:
+            if decode_at is not None and type(data) is bytes:
                 args: Any = decode_at(data, call.args)
-            except XdrError as e:
-                stats.garbage_args += 1
-                log.info("GARBAGE_ARGS for %s from %s: %s", proc.name, client, e)
-                return accepted_reply(xid, AcceptStat.GARBAGE_ARGS)
-        elif decode is None:
-            args = None
-        else:
-            try:
+            elif decode is None:
+                args = None
+            else:
                 dec = Decoder(data, call.args)
                 args = decode(dec)
                 dec.done()
-            except XdrError as e:
-                stats.garbage_args += 1
-                log.info("GARBAGE_ARGS for %s from %s: %s", proc.name, client, e)
-                return accepted_reply(xid, AcceptStat.GARBAGE_ARGS)
+        except XdrError as e:
+            stats.garbage_args += 1
+            log.info("GARBAGE_ARGS for %s from %s: %s", proc.name, client, e)
+            return accepted_reply(xid, AcceptStat.GARBAGE_ARGS)
 
         if proc.idempotent:
             if proc.is_async:
@@ -267,14 +261,7 @@ class Dispatcher:
             result = proc.handler(args, call)
             if type(result) is CoroutineType:
                 return self._finish(proc, result, call, key)
-            if result is NO_REPLY:
-                return None
-            encode_reply = proc.encode_reply
-            if encode_reply is not None:
-                return encode_reply(call.xid, result)
-            if proc.encode is None:
-                return success_header(call.xid)
-            return success_header(call.xid) + proc.encode(result)
+            return _reply(proc, call.xid, result)
         except Exception:
             self.stats.system_err += 1
             log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
@@ -290,15 +277,7 @@ class Dispatcher:
     ) -> bytes | None:
         reply: bytes | None
         try:
-            result = await pending
-            if result is NO_REPLY:
-                reply = None
-            elif proc.encode_reply is not None:
-                reply = proc.encode_reply(call.xid, result)
-            elif proc.encode is None:
-                reply = success_header(call.xid)
-            else:
-                reply = success_header(call.xid) + proc.encode(result)
+            reply = _reply(proc, call.xid, await pending)
         except Exception:
             self.stats.system_err += 1
             log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
@@ -306,3 +285,14 @@ class Dispatcher:
         if key is not None:
             self.drc.finish(key, reply, self._clock())
         return reply
+
+
+def _reply(proc: Procedure[Any, Any], xid: int, result: Any) -> bytes | None:
+    """The reply message for a handler's ``result`` (None: NO_REPLY, send nothing)."""
+    if result is NO_REPLY:
+        return None
+    if proc.encode_reply is not None:
+        return proc.encode_reply(xid, result)
+    if proc.encode is None:
+        return success_header(xid)
+    return success_header(xid) + proc.encode(result)
