@@ -99,13 +99,6 @@ grace_seconds = 0
                 proc.wait()
 
 
-@contextlib.contextmanager
-def floatlock_server(port: int, cpu: int | None = None) -> Iterator[int]:
-    """``floatlock serve`` with every service on ``port``; yields its pid."""
-    with floatlock_daemon(port, cpu) as d:
-        yield d.pid
-
-
 _TICK = os.sysconf("SC_CLK_TCK")
 
 

@@ -130,12 +130,10 @@ class Daemon:
         failures: list[str] = []
         for host in self.cfg.server.listen:
             udp = UdpServer(self.dispatcher, host, svc.port)
-            tcp = TcpServer(self.dispatcher, host, svc.port, max_record=MAX_TCP_RECORD)
             try:
                 await udp.start()
                 # An ephemeral UDP port is reused for TCP so the service has one port number.
-                tcp_port = udp.port
-                tcp = TcpServer(self.dispatcher, host, tcp_port, max_record=MAX_TCP_RECORD)
+                tcp = TcpServer(self.dispatcher, host, udp.port, max_record=MAX_TCP_RECORD)
                 await tcp.start()
             except OSError as e:
                 udp.close()
