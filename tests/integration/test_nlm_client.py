@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 
 from floatlock.net.client import RpcClient
-from floatlock.net.tcp import TcpServer
-from floatlock.net.udp import UdpServer
 from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, DirOpArgs, Nfsstat3
 from floatlock.nfs.proto_mount import (
     MOUNT_PROGRAM,
@@ -51,6 +49,7 @@ from floatlock.portmap.registry import PortmapRegistry
 from floatlock.portmap.service import PortmapService
 from floatlock.rpc.dispatch import Call, Dispatcher, Procedure
 from floatlock.xdr import Decoder
+from tests.integration.serving import serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,27 +63,6 @@ def run(fn: Callable[[], Awaitable[Any]]) -> Any:
             return await fn()
 
     return asyncio.run(bounded())
-
-
-@asynccontextmanager
-async def serving(dispatcher: Dispatcher) -> AsyncIterator[int]:
-    """Serve ``dispatcher`` over UDP and TCP on one ephemeral port number."""
-    for _ in range(20):
-        udp = UdpServer(dispatcher, HOST, 0)
-        await udp.start()
-        tcp = TcpServer(dispatcher, HOST, udp.port)
-        try:
-            await tcp.start()
-        except OSError:
-            udp.close()
-            continue
-        try:
-            yield udp.port
-        finally:
-            await tcp.close()
-            udp.close()
-        return
-    raise RuntimeError("no port free for both UDP and TCP")
 
 
 @asynccontextmanager

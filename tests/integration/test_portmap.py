@@ -11,16 +11,13 @@ import asyncio
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from floatlock.address import ServerAddress
 from floatlock.net.client import RpcClient
-from floatlock.net.tcp import TcpServer
-from floatlock.net.udp import UdpServer
 from floatlock.portmap.proto import (
     PMAP_PROG,
     Endpoint,
@@ -46,6 +43,7 @@ from floatlock.portmap.service import PortmapService
 from floatlock.rpc.dispatch import Dispatcher
 from floatlock.rpc.message import AcceptStat, RpcError, encode_call, parse_reply
 from floatlock.xdr import Decoder, Encoder
+from tests.integration.serving import serving
 
 NLM = 100021
 IS_ROOT = os.geteuid() == 0
@@ -74,27 +72,6 @@ def _str(body: bytes) -> str:
 
 def _u32(body: bytes) -> int:
     return int(struct.unpack(">I", body)[0])
-
-
-@asynccontextmanager
-async def serving(dispatcher: Dispatcher, host: str = "127.0.0.1") -> AsyncIterator[int]:
-    """Serve ``dispatcher`` over UDP and TCP on one ephemeral port number."""
-    for _ in range(20):
-        udp = UdpServer(dispatcher, host, 0)
-        await udp.start()
-        tcp = TcpServer(dispatcher, host, udp.port)
-        try:
-            await tcp.start()
-        except OSError:
-            udp.close()
-            continue
-        try:
-            yield udp.port
-        finally:
-            await tcp.close()
-            udp.close()
-        return
-    raise RuntimeError("no port free for both UDP and TCP")
 
 
 ENDPOINTS = (
