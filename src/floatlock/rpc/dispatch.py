@@ -127,7 +127,6 @@ class RpcStats:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
-
 #: Decoded AUTH_SYS credentials kept, by their bytes (oldest dropped first).
 MAX_CACHED_CREDS = 1024
 DispatchResult = bytes | None | Awaitable[bytes | None]
