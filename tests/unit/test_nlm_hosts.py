@@ -113,14 +113,19 @@ def test_collect_unmonitors_idle_hosts_only() -> None:
         t.start_monitor(h)
         t.monitor_done(h, True)
     t.start_monitor(pending)
-    t.set_holding(busy, True, now=0.0)
-    t.set_holding(idle, True, now=0.0)
-    t.set_holding(idle, False, now=10.0)
-    assert t.collect(now=50.0) == []
+    holding = {busy.key}
+    t.lookup("198.18.1.2", "", VIP1, now=10.0)  # idle was seen again at 10
+
+    def is_busy(key: HostKey) -> bool:
+        return key in holding
+
+    assert t.collect(now=50.0, busy=is_busy) == []
     assert len(t) == 4
-    assert t.collect(now=100.0) == []  # only `never` (unmonitored) is idle long enough
+    assert t.collect(now=100.0, busy=is_busy) == []  # only `never` (unmonitored) is idle
     assert t.get(never.key) is None
-    assert t.collect(now=110.0) == [UnmonitorHost(idle.key, "198.18.1.2", "198.18.0.10")]
+    assert t.collect(now=110.0, busy=is_busy) == [
+        UnmonitorHost(idle.key, "198.18.1.2", "198.18.0.10")
+    ]
     assert t.get(idle.key) is None
     assert t.get(busy.key) is busy and t.get(pending.key) is pending
 

@@ -156,6 +156,26 @@ def test_retransmission_answered_from_cache_not_rerun() -> None:
     assert c.n == 3
 
 
+def test_cache_on_streams_false_skips_the_cache_over_tcp_only() -> None:
+    d, c = make()
+    d.register(
+        PROG,
+        3,
+        {1: Procedure("BUMP", c.bump, Decoder.u32, u32, idempotent=False, cache_on_streams=False)},
+    )
+    msg = encode_call(78, PROG, 3, 1, u32(10))
+    # Over TCP a duplicate is run again (the procedure's answer follows the state) ...
+    assert d.dispatch(msg, CLIENT, SERVER, "tcp") != d.dispatch(msg, CLIENT, SERVER, "tcp")
+    assert c.n == 2
+    # ... over UDP it is answered from the cache, byte for byte, and not run.
+    first = call(d, msg)
+    assert call(d, msg) == first and c.n == 3
+    # A procedure that keeps the default is cached over TCP too.
+    bump = encode_call(79, PROG, 2, 1, u32(10))
+    assert d.dispatch(bump, CLIENT, SERVER, "tcp") == d.dispatch(bump, CLIENT, SERVER, "tcp")
+    assert c.n == 4
+
+
 def test_reply_cache_states() -> None:
     drc = ReplyCache(max_entries=2, ttl=10)
     k = ReplyCache.key(CLIENT, 1, PROG, 1, 1, b"a")

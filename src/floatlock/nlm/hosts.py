@@ -28,9 +28,9 @@ Monitoring (NSM SM_MON / SM_UNMON) follows this rule:
   would survive the host's reboot forever.
 * **unmonitor when the host is collected,** not when its last lock goes: an application that
   locks and unlocks in a loop would otherwise cost two statd round trips (and statd disk
-  writes) per lock.  The caller reports with ``set_holding(host, holding, now)`` whether the
-  host still holds locks, shares or blocked requests; ``collect(now)`` forgets hosts that hold
-  nothing and were not seen for ``idle_timeout`` seconds and returns :class:`UnmonitorHost`
+  writes) per lock.  ``collect(now, busy)`` forgets hosts that hold nothing (``busy(key)``,
+  asked of the lock core at collection time, so no operation pays for keeping a flag
+  current) and were not seen for ``idle_timeout`` seconds, and returns :class:`UnmonitorHost`
   effects for those statd watches.  This is what Linux lockd does too (its host GC).
 * a statd reboot callback (``rebooted``) updates the NSM state but keeps the monitor state:
   statd keeps its record until SM_UNMON, so collection still unmonitors it later.
@@ -46,7 +46,7 @@ takeover of one address.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, NamedTuple
@@ -147,7 +147,6 @@ class Host:
         self.my_name = str(server)
         self.nsm_state: int | None = None  # the client's NSM state number, when learnt
         self.monitor = MonitorState.UNMONITORED
-        self.holding = False  # any lock, share or blocked request?
         self.last_seen = 0.0
 
     @property
@@ -166,7 +165,7 @@ class Host:
     def __repr__(self) -> str:
         return (
             f"Host({self.key.client!r} via {self.key.server}, addr={self.addr}, "
-            f"state={self.nsm_state}, {self.monitor.name}, holding={self.holding})"
+            f"state={self.nsm_state}, {self.monitor.name})"
         )
 
 
@@ -285,7 +284,7 @@ class HostTable:
 
     def rebooted(self, mon_name: str, priv: bytes, state: int) -> Host | None:
         """statd reports that ``mon_name`` restarted with ``state``: the host whose locks the
-        caller must now drop (then ``set_holding(host, False, now)``), or None."""
+        caller must now drop, or None."""
         host = self.find_monitored(mon_name, priv)
         if host is not None:
             host.nsm_state = state
@@ -293,17 +292,13 @@ class HostTable:
 
     # -- lifetime -------------------------------------------------------------------------
 
-    def set_holding(self, host: Host, holding: bool, now: float) -> None:
-        """Whether ``host`` holds any lock, share or blocked request after an operation."""
-        host.holding = holding
-        host.last_seen = now
-
-    def collect(self, now: float) -> list[UnmonitorHost]:
-        """Forget idle hosts (holding nothing, unseen for ``idle_timeout``); SM_UNMON them."""
+    def collect(self, now: float, busy: Callable[[HostKey], bool]) -> list[UnmonitorHost]:
+        """Forget idle hosts (``busy(key)`` false: no lock, share or blocked request; unseen
+        for ``idle_timeout``); SM_UNMON them."""
         cutoff = now - self.idle_timeout
         out: list[UnmonitorHost] = []
         for host in list(self._hosts.values()):
-            if host.holding or host.last_seen > cutoff or host.monitor is MonitorState.PENDING:
+            if host.last_seen > cutoff or host.monitor is MonitorState.PENDING or busy(host.key):
                 continue
             self._remove(host)
             if host.monitor is MonitorState.MONITORED:

@@ -107,16 +107,40 @@ class NlmProgram:
         c = codec_for(vers)
         reply = c.encode_res_reply
         P = NlmProc
+        # LOCK, CANCEL and UNLOCK redone on a retransmission answer as the state now says
+        # (a lock the owner holds is granted again, an unlock of nothing succeeds): the reply
+        # cache is kept for datagrams only (see Procedure.cache_on_streams).
+        tcp_uncached = False
         procs: dict[int, Procedure[Any, Any]] = {
             P.TEST: Procedure("TEST", self._test, c.testargs, c.encode_testres),
             P.LOCK: Procedure(
-                "LOCK", self._lock, c.lockargs, c.encode_res, False, c.lockargs_at, reply
+                "LOCK",
+                self._lock,
+                c.lockargs,
+                c.encode_res,
+                False,
+                c.lockargs_at,
+                reply,
+                cache_on_streams=tcp_uncached,
             ),
             P.CANCEL: Procedure(
-                "CANCEL", self._cancel, c.cancargs, c.encode_res, False, encode_reply=reply
+                "CANCEL",
+                self._cancel,
+                c.cancargs,
+                c.encode_res,
+                False,
+                encode_reply=reply,
+                cache_on_streams=tcp_uncached,
             ),
             P.UNLOCK: Procedure(
-                "UNLOCK", self._unlock, c.unlockargs, c.encode_res, False, c.unlockargs_at, reply
+                "UNLOCK",
+                self._unlock,
+                c.unlockargs,
+                c.encode_res,
+                False,
+                c.unlockargs_at,
+                reply,
+                cache_on_streams=tcp_uncached,
             ),
             P.TEST_MSG: Procedure("TEST_MSG", self._test_msg, c.testargs),
             P.LOCK_MSG: Procedure(
@@ -321,7 +345,7 @@ class NlmProgram:
         svc.sweep_idle()
         for ended in svc.grace.expire(now):
             log.info("grace period over for %s", ended)
-        for unmon in svc.hosts.collect(now):
+        for unmon in svc.hosts.collect(now, svc.locks.host_busy):
             if self._unmonitor is not None:
                 self._spawn(self._unmonitor(unmon))
 

@@ -276,9 +276,6 @@ class NlmService:
         except OSError:
             return True  # let the retry's own veto decide
 
-    def _settle(self, host: Host, now: float) -> None:
-        self.hosts.set_holding(host, self.locks.host_busy(host.key), now)
-
     @staticmethod
     def _owner(host: Host, lk: NlmLock) -> tuple[Hashable, int, bytes]:
         return (host.key, lk.svid, lk.oh)
@@ -373,7 +370,6 @@ class NlmService:
             )
         self._apply(r.effects, out)
         self._prune(fkey)
-        self._settle(host, now)
         return Outcome(Res(a.cookie, _LOCK_STAT[type(r)]), out)
 
     # -- CANCEL / UNLOCK ------------------------------------------------------------------
@@ -396,7 +392,6 @@ class NlmService:
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
         self._apply(effects, out)
         self._prune(lf.key)
-        self._settle(host, now)
         return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), out)
 
     def unlock(self, a: UnlockArgs, call: Call, now: float) -> Outcome:
@@ -424,7 +419,6 @@ class NlmService:
         else:
             self._close_if_idle(owner, fkey)
         self._prune(fkey)
-        self._settle(host, now)
         return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), out)
 
     # -- GRANTED answers ------------------------------------------------------------------
@@ -463,7 +457,6 @@ class NlmService:
         out: list[Effect] = []
         self._apply(r.effects, out)
         self._prune(lf.key)
-        self._settle(host, now)
         if isinstance(r, ShareGranted):
             return Outcome(ShareRes(a.cookie, Nlm4Stat.GRANTED), out)
         if isinstance(r, ShareDenied):
@@ -482,7 +475,6 @@ class NlmService:
         out: list[Effect] = []
         self._apply(self.locks.unshare(lf.key, (host.key, s.oh)), out)
         self._prune(lf.key)
-        self._settle(host, now)
         return Outcome(ShareRes(a.cookie, Nlm4Stat.GRANTED), out)
 
     def expire(self, now: float, max_age: float) -> list[Effect]:
@@ -501,7 +493,6 @@ class NlmService:
             self.kernel.drop_host(host.key)  # first: the core's wake-ups run the kernel veto
         self._apply(self.locks.drop_host(host.key), out)
         self._prune_touched(out)
-        self._settle(host, now)
         return out
 
     def free_all(self, a: Notify, call: Call, now: float) -> Outcome:

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, 
 from dataclasses import dataclass, field
 from inspect import iscoroutinefunction
 from types import CoroutineType
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, overload
 
 from floatlock.address import ServerAddress
 from floatlock.rpc.drc import IN_PROGRESS, ReplyCache
@@ -54,7 +54,9 @@ from floatlock.xdr import Decoder, XdrError
 __all__ = [
     "NO_REPLY",
     "Call",
+    "Buffer",
     "DispatchResult",
+    "EncodedParts",
     "Dispatcher",
     "Procedure",
     "RpcStats",
@@ -87,6 +89,15 @@ class Procedure(Generic[A, R]):
     do not decode exactly), for the hottest procedures.  ``encode_reply``: likewise optional,
     the whole successful reply to the call with the given xid (``success_header`` followed by
     ``encode``'s bytes) in one go.
+
+    ``idempotent`` False sends the call through the duplicate request cache (rpc/drc.py).
+    ``cache_on_streams`` False skips that cache for calls that came over a connection (TCP):
+    for procedures whose re-execution answers as the first execution would have, given the
+    server's state at the time (NLM's LOCK, UNLOCK, CANCEL: Linux lockd keeps no reply cache
+    at all).  Over a connection a call reaches us once; a client retransmits only on a new
+    connection, after it saw no reply, so nothing of the first answer was acted on.  Over UDP
+    a duplicate can arrive *after* the client acted on the reply (a LOCK's duplicate after its
+    UNLOCK), so datagrams always go through the cache.
     """
 
     name: str
@@ -96,6 +107,7 @@ class Procedure(Generic[A, R]):
     idempotent: bool = True
     decode_at: Callable[[bytes, int], A] | None = None
     encode_reply: Callable[[int, R], bytes] | None = None
+    cache_on_streams: bool = True
     is_async: bool = field(init=False, default=False)
     calls: list[int] = field(init=False, default_factory=lambda: [0], compare=False)
 
@@ -129,7 +141,23 @@ class RpcStats:
 
 #: Decoded AUTH_SYS credentials kept, by their bytes (oldest dropped first).
 MAX_CACHED_CREDS = 1024
-DispatchResult = bytes | None | Awaitable[bytes | None]
+#: A contiguous buffer; a reply may be sent as several (scatter/gather).
+Buffer = bytes | bytearray | memoryview
+
+
+class EncodedParts(tuple[Buffer, ...]):
+    """A handler's result already encoded (the procedure's ``encode`` is not called), as
+    buffers sent back to back: a 1 MiB NFS READ reply is its head, then the buffer the data
+    was read into, never joined into one string.  Only the TCP transport sends a reply in
+    pieces, so a handler returns one only for a call that came over TCP."""
+
+    __slots__ = ()
+
+
+#: A reply: one message, or (an idempotent procedure's :class:`EncodedParts` result) the RPC
+#: header followed by the parts, for the transport to write with one writev.
+Reply = bytes | tuple[Buffer, ...]
+DispatchResult = Reply | None | Awaitable[Reply | None]
 
 
 class Dispatcher:
@@ -229,7 +257,7 @@ class Dispatcher:
             log.info("GARBAGE_ARGS for %s from %s: %s", proc.name, client, e)
             return accepted_reply(xid, AcceptStat.GARBAGE_ARGS)
 
-        if proc.idempotent:
+        if proc.idempotent or (transport == "tcp" and not proc.cache_on_streams):
             if proc.is_async:
                 return self._run_async(proc, args, call, None)
             return self._run(proc, args, call, None)
@@ -286,10 +314,24 @@ class Dispatcher:
         return reply
 
 
-def _reply(proc: Procedure[Any, Any], xid: int, result: Any) -> bytes | None:
-    """The reply message for a handler's ``result`` (None: NO_REPLY, send nothing)."""
+@overload
+def _reply(  # type: ignore[overload-overlap]
+    proc: Procedure[Any, Any], xid: int, result: EncodedParts
+) -> Reply: ...
+@overload
+def _reply(proc: Procedure[Any, Any], xid: int, result: object) -> bytes | None: ...
+def _reply(proc: Procedure[Any, Any], xid: int, result: Any) -> Reply | None:
+    """The reply message for a handler's ``result`` (None: NO_REPLY, send nothing).
+
+    An :class:`EncodedParts` result stays in pieces (a tuple, the RPC header first) for an
+    idempotent procedure; the others' replies are joined: the duplicate request cache keeps
+    bytes, and ``dispatch`` finishes its entry only for a bytes reply."""
     if result is NO_REPLY:
         return None
+    if type(result) is EncodedParts:
+        if proc.idempotent:
+            return (success_header(xid), *result)
+        return b"".join((success_header(xid), *result))
     if proc.encode_reply is not None:
         return proc.encode_reply(xid, result)
     if proc.encode is None:
