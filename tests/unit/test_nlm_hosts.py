@@ -52,6 +52,23 @@ def test_caller_name_identity_only_when_configured() -> None:
     assert t.lookup("198.18.1.3", "", VIP1, now=0.0).key.client == "198.18.1.3"
 
 
+def test_repeated_lookups_follow_the_latest_address_and_name() -> None:
+    # Lookups are answered from a cache of recent requests: it must not pin stale values.
+    t = HostTable(use_caller_name=True)
+    a = t.lookup("198.18.1.1", "clienta", VIP1, now=0.0)
+    t.lookup("198.18.1.2", "clienta", VIP1, now=1.0)
+    assert t.lookup("198.18.1.1", "clienta", VIP1, now=2.0) is a
+    assert a.addr == "198.18.1.1" and a.last_seen == 2.0
+    u = HostTable()
+    h = u.lookup("198.18.1.1", "one", VIP1, now=0.0)
+    u.lookup("198.18.1.1", "two", VIP1, now=0.0)
+    assert u.lookup("198.18.1.1", "one", VIP1, now=0.0) is h and h.caller_name == "one"
+    # A removed host is not handed out again: the next lookup makes a new one.
+    u.drop(h)
+    fresh = u.lookup("198.18.1.1", "one", VIP1, now=3.0)
+    assert fresh is not h and u.get(fresh.key) is fresh
+
+
 def test_v4_mapped_source_is_folded() -> None:
     t = HostTable()
     h = t.lookup("::ffff:198.18.1.1", "", VIP1, now=0.0)

@@ -189,6 +189,10 @@ class HostTable:
         self._hosts: dict[HostKey, Host] = {}
         self._by_client: dict[str, dict[HostKey, None]] = {}
         self._by_server: dict[ServerAddress, dict[HostKey, None]] = {}
+        #: (source IP, caller_name, server) as a request gives them -> its host: one tuple
+        #: and one dict probe per request instead of folding the address and building a
+        #: HostKey.  Emptied whenever a host is removed (rare: collection, drops).
+        self._recent: dict[tuple[str, str, ServerAddress], Host] = {}
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -220,6 +224,17 @@ class HostTable:
 
         Raises :class:`HostLimitError` when a new host would exceed ``max_hosts``.
         """
+        recent = self._recent
+        host = recent.get((client_ip, caller_name, server))
+        # A hit still checks the host's latest address and name: a host reached from two
+        # addresses (or with two caller_names) follows the latest, as the slow path does.
+        if (
+            host is not None
+            and host.addr == client_ip
+            and (not caller_name or host.caller_name == caller_name)
+        ):
+            host.last_seen = now
+            return host
         addr = canonical_ip(client_ip) if ":" in client_ip else client_ip
         key = HostKey(
             caller_name if self.use_caller_name and caller_name else addr,
@@ -240,6 +255,9 @@ class HostTable:
             if caller_name:
                 host.caller_name = caller_name
         host.last_seen = now
+        if len(recent) >= 4 * self.max_hosts:
+            recent.clear()
+        recent[(client_ip, caller_name, server)] = host
         return host
 
     def find_monitored(self, mon_name: str, priv: bytes) -> Host | None:
@@ -320,6 +338,7 @@ class HostTable:
 
     def _remove(self, host: Host) -> None:
         key = host.key
+        self._recent.clear()
         del self._hosts[key]
         clients = self._by_client[key.client]
         del clients[key]

@@ -249,6 +249,20 @@ class KernelMirror:
         if ext is None:
             return None
         key = (owner, file.key)
+        ofd = self._ofds.get(key)
+        if ofd is not None and (ofd.writable or not exclusive):
+            # The owner's description is open already (holding locks, or idle for reuse).
+            idle = self._idle
+            was_idle = bool(idle) and idle.pop(key, None) is not None
+            try:
+                fcntl.fcntl(
+                    ofd.fd,
+                    F_OFD_SETLK,
+                    _FLOCK.pack(_EXCL if exclusive else _SHARED, _SEEK_SET, ext[0], ext[1], 0),
+                )
+                return None
+            except OSError as e:
+                return self._refused(e, owner, file, ofd.fd, exclusive, ext, was_idle)
         was_idle = key in self._idle
         ofd, fresh = self._open(host, owner, file)
         if exclusive and not ofd.writable and was_idle:
@@ -266,15 +280,36 @@ class KernelMirror:
         except OSError as e:
             if fresh:
                 self.close(owner, file.key)
-            try:
-                if e.errno in (errno.EAGAIN, errno.EACCES):
-                    holder = self._getlk(ofd.fd if not fresh else None, file, kind, ext)
-                    return holder if holder is not None else KernelHolder(0, start, end, exclusive)
-                raise
-            finally:
-                if was_idle:
-                    self.release(owner, file.key)  # still holds nothing: idle again
+            return self._refused(
+                e, owner, file, None if fresh else ofd.fd, exclusive, ext, was_idle
+            )
         return None
+
+    def _refused(
+        self,
+        err: OSError,
+        owner: Hashable,
+        file: LockFile,
+        fd: int | None,
+        exclusive: bool,
+        ext: tuple[int, int],
+        was_idle: bool,
+    ) -> KernelHolder:
+        """F_OFD_SETLK failed with ``err``: the conflicting holder (F_OFD_GETLK on ``fd``, or
+        on a fresh read-only description when None), or ``err`` raised when it is not a
+        conflict.  A description that was idle before the attempt goes back to idle."""
+        try:
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                kind = _EXCL if exclusive else _SHARED
+                holder = self._getlk(fd, file, kind, ext)
+                if holder is not None:
+                    return holder
+                end = _RANGE_END if ext[1] == 0 else ext[0] + ext[1]
+                return KernelHolder(0, ext[0], end, exclusive)
+            raise err
+        finally:
+            if was_idle:
+                self.release(owner, file.key)  # still holds nothing: idle again
 
     def unlock(self, owner: Hashable, file_key: Hashable, start: int, end: int) -> None:
         """Release ``[start, end)`` of ``owner`` (nothing happens where it held nothing)."""

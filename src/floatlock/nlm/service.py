@@ -348,7 +348,7 @@ class NlmService:
             return Outcome(Res(a.cookie, Nlm4Stat.DENIED_GRACE_PERIOD))
         if monitored and not host.monitored:
             return Outcome(Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
-        self.hosts.note_state(host, a.state)
+        host.nsm_state = a.state  # the client's NSM state number (hosts.note_state)
         lk = a.lock
         block = a.block and monitored
         try:
@@ -357,20 +357,33 @@ class NlmService:
             return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
         fkey = lf.key
         try:
-            owner = self._owner(host, lk)
             r = self.locks.lock(
-                fkey, owner, host.key, lk.offset, lk.length, a.exclusive, block=block, now=now
+                fkey,
+                (host.key, lk.svid, lk.oh),
+                host.key,
+                lk.offset,
+                lk.length,
+                a.exclusive,
+                block=block,
+                now=now,
             )
         except LockRangeError:
             self._prune(fkey)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
-        if type(r) is LockBlocked:
+        kind = type(r)
+        if type(r) is LockGranted:
+            effects = r.effects
+            if len(effects) == 1 and type(effects[0]) is fx.Granted:
+                # Nothing else happened (the common case): the kernel holds it already, the
+                # file is in use now, no callback to send.
+                return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), [effects[0]])
+        elif type(r) is LockBlocked:
             self._waiting[_wkey(r.blocked.lock)] = Waiting(
                 host, call.vers, a.cookie, lk, a.exclusive, msg
             )
         self._apply(r.effects, out)
         self._prune(fkey)
-        return Outcome(Res(a.cookie, _LOCK_STAT[type(r)]), out)
+        return Outcome(Res(a.cookie, _LOCK_STAT[kind]), out)
 
     # -- CANCEL / UNLOCK ------------------------------------------------------------------
 
