@@ -18,13 +18,19 @@ files, taken through :class:`~floatlock.nlm.service.NlmService` (host table, res
 core, waiting table; kernel mirror off unless ``--kernel``: 100,000 OFDs need a raised fd
 limit), reported by tracemalloc as bytes per held lock (budget: 1 KiB).
 
+``--ganesha``: then the same cells against NFS-Ganesha 4.3 (:mod:`bench.ganesha`: its own
+network namespace, rpcload inside it, 32 files made through its NFS server), in the same run,
+and the issue's ratios: calls/s at 32 in flight against Ganesha's (target >= 2x over UDP and
+TCP), p50 at 1 in flight against Ganesha's (target: no worse) and the echo's (within 3x).
+
 Usage: python -m bench.nlm_lock [--seconds 3] [--repeat 3] [--pin 0] [--baseline SRC]
-       [--skip-load] [--skip-memory] [--kernel]
+       [--skip-load] [--skip-memory] [--kernel] [--ganesha]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import resource
@@ -34,8 +40,10 @@ import tracemalloc
 from pathlib import Path
 
 from bench import rpc_null
+from bench.ganesha import ganesha, median_run
+from bench.loadgen import LoadResult, Proto, run_load
 from bench.nfs_client import NfsClient
-from bench.nlm_calls import lock_unlock_sequences
+from bench.nlm_calls import lock_unlock_sequences, verify_sequences
 from bench.rpc_null import Cell, Floatlock
 from floatlock.address import ServerAddress
 from floatlock.nlm.files import ExportDirResolver
@@ -63,6 +71,64 @@ def daemon_sequences(fl: Floatlock, slots: int = SLOTS) -> list[list[bytes]]:
 
 def measure(seconds: float, repeat: int, pin: int | None, baseline: str | None) -> list[Cell]:
     return rpc_null.measure(seconds, repeat, pin, sequences=daemon_sequences, baseline=baseline)
+
+
+def ganesha_cells(seconds: float, repeat: int) -> dict[tuple[str, int], LoadResult]:
+    """(proto, in flight) -> Ganesha's median run, the same calls as :func:`measure` sends."""
+    with contextlib.ExitStack() as stack:
+        export = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flgan-exp-")))
+        server = stack.enter_context(ganesha(export))
+        stack.enter_context(server.entered())
+        with server.nfs_client() as nfs:
+            root = nfs.mount(server.export_path())
+            fhs = [nfs.create(root, f"f{n}") for n in range(SLOTS)]
+        seqs = lock_unlock_sequences(fhs, NLM_VERS, hostname="bench")
+        if any(verify_sequences(server.host, server.ports.nlm, seqs)):
+            raise RuntimeError("Ganesha did not grant every pre-run LOCK/UNLOCK")
+        out: dict[tuple[str, int], LoadResult] = {}
+        protos: tuple[Proto, ...] = ("udp", "tcp")
+        for proto in protos:
+            for inflight in (1, SLOTS):
+                runs = [
+                    run_load(
+                        server.host,
+                        server.ports.nlm,
+                        proto,
+                        inflight,
+                        seconds=seconds,
+                        warmup=0.5,
+                        sequences=seqs[:inflight],
+                    )
+                    for _ in range(repeat)
+                ]
+                out[(proto, inflight)] = median_run(runs)
+    return out
+
+
+def ratios(cells: list[Cell], theirs: dict[tuple[str, int], LoadResult]) -> list[str]:
+    """The issue's targets, each as a line with the figures it compares."""
+    ours = {c.name: c.result for c in cells}
+    lines = []
+    for (proto, inflight), g in theirs.items():
+        fl = ours[f"floatlock {proto} {inflight:2} in flight"]
+        echo = ours[f"C echo    {proto} {inflight:2} in flight"]
+        print(f"Ganesha   {proto} {inflight:2} in flight: {g.calls_per_s:,.0f} calls/s, "
+              f"p50 {g.p50_us:.0f} us, p99 {g.p99_us:.0f} us")  # fmt: skip
+        if inflight == SLOTS:
+            r = fl.calls_per_s / g.calls_per_s
+            lines.append(
+                f"{proto} {inflight} in flight: floatlock {fl.calls_per_s:,.0f} / Ganesha "
+                f"{g.calls_per_s:,.0f} calls/s = {r:.2f}x (target >= 2x: "
+                f"{'met' if r >= 2 else 'NOT met'})"
+            )
+        else:
+            met = fl.p50_us <= g.p50_us and fl.p50_us <= 3 * echo.p50_us
+            lines.append(
+                f"{proto} 1 in flight p50: floatlock {fl.p50_us:.0f} us, Ganesha {g.p50_us:.0f}"
+                f" us, C echo {echo.p50_us:.0f} us = {fl.p50_us / echo.p50_us:.2f}x echo "
+                f"(target <= Ganesha and <= 3x echo: {'met' if met else 'NOT met'})"
+            )
+    return lines
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -147,6 +213,7 @@ def main() -> int:
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--kernel", action="store_true", help="memory run with the kernel mirror")
+    ap.add_argument("--ganesha", action="store_true", help="also run NFS-Ganesha, print ratios")
     args = ap.parse_args()
     pin = None if args.pin < 0 else args.pin
     print(f"# nlm_lock: {os.cpu_count()} CPUs; one call = LOCK or UNLOCK, a pair = both")
@@ -157,6 +224,9 @@ def main() -> int:
             r = c.result
             lat = f"p50 {r.p50_us:.0f} us, p99 {r.p99_us:.0f} us per call"
             print(f"{c.name}: {r.sequences_per_s:,.0f} pairs/s ({lat})")
+        if args.ganesha:
+            for line in ratios(cells, ganesha_cells(args.seconds, args.repeat)):
+                print(line)
     if not args.skip_memory:
         memory(args.kernel)
     return 0

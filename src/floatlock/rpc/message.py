@@ -197,9 +197,11 @@ def parse_call(
         )
         if clen == 0 and vlen == 0 and flavor == 0 and mtype == CALL and rpcvers == RPC_VERSION:
             return Call(xid, prog, vers, proc, 0, b"", _HDR_NULL_SIZE, client, server, transport)
-    if n < _HDR_SIZE + 8:
+    elif n < _HDR_SIZE + 8:
         raise XdrError("short RPC call header")
-    xid, mtype, rpcvers, prog, vers, proc, flavor, clen = _HDR.unpack_from(data, 0)
+    else:
+        xid, mtype, rpcvers, prog, vers, proc, flavor, clen = _HDR.unpack_from(data, 0)
+    # (The first eight words are the same in both layouts: no second unpack.)
     if mtype != CALL:
         raise XdrError(f"message type {mtype} is not CALL")
     if rpcvers != RPC_VERSION:
