@@ -16,13 +16,22 @@ same clients:
   mode (one file per slot), 1 and 32 in flight, over TCP and (GETATTR, LOOKUP) UDP.  CREATE is
   UNCHECKED on a name that exists, so it measures the create-or-open path.
 
+**Pinning.**  Every 1-in-flight cell (the Python client's READ and WRITE, rpcload at n=1) runs
+with the load generator *and every thread of the server* pinned to one CPU (``--pin``, default
+0), for both servers alike: Ganesha's process by its pid, floatlock's by its own.  With one
+call at a time the rate is one round trip after another, and a round trip between two CPUs
+costs ~50 us more on this VM than on one; unpinned, the scheduler's random placement decided
+the figure (floatlock's GETATTR at 1 in flight measured 10k calls/s in one run, 26k in
+another).  Threads a server starts while pinned inherit the CPU.  The cells with several
+calls in flight run unpinned, on all CPUs (the same as :mod:`bench.rpc_null`).
+
 Ganesha runs in its own network namespace (:func:`bench.ganesha.ganesha`) and this thread
 enters it; floatlock runs on the host's loopback as ``python -m floatlock serve --config CFG``
 with ``[portmap] mode = "off"``, fixed ports from :func:`bench.loadgen.free_port`, ``listen =
 ["127.0.0.1"]`` and the export ``127.0.0.1(rw,no_root_squash,insecure)`` (Ganesha's export is
 not root-squashed either; rpcload's source ports are not privileged).
 
-Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64]`` as root;
+Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64] [--pin 0]`` as root;
 ``--workers N`` and ``--inline true|false`` set floatlock's ``[nfs]`` table,
 ``--floatlock-only`` skips Ganesha (for sweeps of those settings).
 """
@@ -38,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +82,47 @@ class Target:
     mount_port: int
     export: str
     enter: Callable[[], AbstractContextManager[object]]
+    pid: int  # the server process: its threads are pinned for the 1-in-flight cells
+
+
+def _tids(pid: int) -> list[int]:
+    """The threads of ``pid`` and of its descendants (a server may fork helpers)."""
+    out: list[int] = []
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tasks:
+            out.append(int(tid))
+            try:
+                children = Path(f"/proc/{p}/task/{tid}/children").read_text().split()
+            except OSError:
+                children = []
+            pids.extend(int(c) for c in children)
+    return out
+
+
+@contextmanager
+def pinned(pid: int, cpu: int | None) -> Iterator[int | None]:
+    """Pin every thread of server ``pid`` and the calling thread to ``cpu`` (None: leave
+    everything where it is); on exit, all CPUs again.  Yields ``cpu`` (for rpcload's -C)."""
+    if cpu is None:
+        yield None
+        return
+    every = os.sched_getaffinity(0)
+    tids = _tids(pid)
+    for tid in [0, *tids]:  # 0: the calling thread (the Python client)
+        with suppress(ProcessLookupError):  # a thread that just exited
+            os.sched_setaffinity(tid, {cpu})
+    try:
+        yield cpu
+    finally:
+        for tid in [0, *_tids(pid)]:
+            with suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, every)
 
 
 @contextmanager
@@ -115,7 +165,7 @@ def floatlock_serve(
                     raise RuntimeError("floatlock serve did not answer in time") from None
                 time.sleep(0.1)
         nfs, mnt = ports["nfs"], ports["mount"]
-        yield Target("floatlock", "127.0.0.1", nfs, mnt, str(export), nullcontext)
+        yield Target("floatlock", "127.0.0.1", nfs, mnt, str(export), nullcontext, proc.pid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -134,6 +184,7 @@ def _mib_per_s(mib: int, seconds: list[float]) -> float:
 def measure(t: Target, args: argparse.Namespace) -> dict[str, float]:
     """Every figure for one server: MiB/s for the I/O rows, calls/s for the others."""
     out: dict[str, float] = {}
+    pin = None if args.pin < 0 else args.pin
     with t.enter():
         nfs = NfsClient(t.host, proto="tcp", nfs_port=t.nfs_port, mount_port=t.mount_port)
         with nfs:
@@ -143,18 +194,8 @@ def measure(t: Target, args: argparse.Namespace) -> dict[str, float]:
             big = nfs.create(root, "big")
             block = b"\xa5" * MiB
             wtimes, rtimes = [], []
-            for _ in range(max(1, args.repeat)):
-                t0 = time.perf_counter()
-                for i in range(args.file_mib):
-                    nfs.write(big, i * MiB, block, StableHow.UNSTABLE)
-                nfs.nfs.call(NFS_PROG, 3, NFSPROC3_COMMIT, read_args(big, 0, 0))
-                wtimes.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                for i in range(args.file_mib):
-                    r = nfs.read(big, i * MiB, MiB)
-                    if len(r.data) != MiB:
-                        raise RuntimeError(f"{t.name}: short READ at {i} MiB")
-                rtimes.append(time.perf_counter() - t0)
+            with pinned(t.pid, pin):
+                _py_io(t, nfs, big, block, args, wtimes, rtimes)
             if nfs.getattr(big) != args.file_mib * MiB:
                 raise RuntimeError(f"{t.name}: file has the wrong size")
             out["WRITE 1MiB tcp n=1 py (MiB/s)"] = _mib_per_s(args.file_mib, wtimes)
@@ -175,20 +216,46 @@ def measure(t: Target, args: argparse.Namespace) -> dict[str, float]:
         for what, seqs, protos, inflights in cases:
             for proto in protos:
                 for n in inflights:
-                    res = run_load(
-                        t.host,
-                        t.nfs_port,
-                        proto,
-                        n,
-                        seconds=args.seconds,
-                        warmup=args.warmup,
-                        sequences=seqs[:n],
-                    )
+                    with pinned(t.pid, pin if n == 1 else None) as cpu:
+                        res = run_load(
+                            t.host,
+                            t.nfs_port,
+                            proto,
+                            n,
+                            seconds=args.seconds,
+                            warmup=args.warmup,
+                            sequences=seqs[:n],
+                            cpu=cpu,
+                        )
                     if res.errors:
                         raise RuntimeError(f"{t.name} {what}: {res.errors} errors")
                     unit = "MiB/s" if "READ" in what else "calls/s"
                     out[f"{what} {proto} n={n} rpcload ({unit})"] = res.calls_per_s
     return out
+
+
+def _py_io(
+    t: Target,
+    nfs: NfsClient,
+    big: bytes,
+    block: bytes,
+    args: argparse.Namespace,
+    wtimes: list[float],
+    rtimes: list[float],
+) -> None:
+    """``--repeat`` passes of sequential 1 MiB WRITEs (then COMMIT) and READs of ``big``."""
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        for i in range(args.file_mib):
+            nfs.write(big, i * MiB, block, StableHow.UNSTABLE)
+        nfs.nfs.call(NFS_PROG, 3, NFSPROC3_COMMIT, read_args(big, 0, 0))
+        wtimes.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for i in range(args.file_mib):
+            r = nfs.read(big, i * MiB, MiB)
+            if len(r.data) != MiB:
+                raise RuntimeError(f"{t.name}: short READ at {i} MiB")
+        rtimes.append(time.perf_counter() - t0)
 
 
 def table(rows: list[tuple[str, float, float]]) -> str:
@@ -210,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=3, help="passes of the Python I/O")
     parser.add_argument("--file-mib", type=int, default=64, help="size of the READ/WRITE file")
+    parser.add_argument(
+        "--pin", type=int, default=0, help="CPU for the 1-in-flight cells (-1: no pinning)"
+    )
     parser.add_argument("--workers", type=int, help="floatlock's [nfs] workers")
     parser.add_argument(
         "--inline",
@@ -254,15 +324,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     server.ports.mount,
                     server.export_path(),
                     server.entered,
+                    server.pids["ganesha"],
                 ),
                 args,
             )
         with floatlock_serve(export, work, nfs_section=section) as target:
             f = measure(target, args)
     print(table([(k, f[k], g[k]) for k in g]))
+    pinning = f"1 in flight pinned to CPU {args.pin}" if args.pin >= 0 else "unpinned"
     print(
         f"file {args.file_mib} MiB, rpcload {args.seconds:g} s per row after {args.warmup:g} s"
-        f" warm-up; Python I/O: median of {max(1, args.repeat)} passes"
+        f" warm-up; Python I/O: median of {max(1, args.repeat)} passes; {pinning}"
     )
     return 0
 

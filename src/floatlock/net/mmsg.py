@@ -66,6 +66,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final, Protocol
 
 from floatlock.address import ServerAddress
+from floatlock.rpc.dispatch import DispatchResult
 
 __all__ = [
     "CONTROL_SPACE",
@@ -297,7 +298,7 @@ class Stats(Protocol):
 
 
 Cmsgs = list[tuple[int, int, bytes]]
-Dispatch = Callable[[bytes, Hashable, ServerAddress, str], bytes | Awaitable[bytes | None] | None]
+Dispatch = Callable[[bytes, Hashable, ServerAddress, str], DispatchResult]
 #: Decode the data of a received pktinfo control message: (server address, reply cmsgs).
 Learn = Callable[[bytes], tuple[ServerAddress, Cmsgs]]
 #: Run a coroutine result and send its reply later (UdpServer._spawn).

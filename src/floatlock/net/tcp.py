@@ -17,6 +17,14 @@ rather than streams: no task per connection, no extra copies.
   Records beyond that wait in a small queue and the transport stops reading
   (``pause_reading``) until calls finish, so a client cannot make us buffer or run unbounded
   work; TCP flow control pushes back on it.  The queue holds at most what one read delivered.
+* **Replies in pieces.**  A reply may be a tuple of buffers (a 1 MiB NFS READ: its head, then
+  the buffer the data was read into).  When asyncio's write buffer is empty, the replies of a
+  batch go straight to the socket with one ``writev`` of mark, head and data, nothing joined;
+  only what the socket did not take is handed to ``transport.write`` (which copies it into its
+  buffer), as memoryview slices, so nothing already sent is copied.  A reply in pieces is
+  written before the next call is dispatched, so its buffers may be reused by then.  When
+  the buffer holds data, everything goes through ``transport.write`` behind it: replies never
+  overtake each other.
 * **Write back-pressure.**  When the transport's write buffer passes its high-water mark
   asyncio calls ``pause_writing``: we stop dispatching and reading until ``resume_writing``.
   A client that pipelines calls but never reads replies stalls itself, not the server.
@@ -35,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from collections import deque
@@ -51,14 +60,15 @@ from floatlock.net.recordmark import (
     RecordTooLarge,
     frame,
 )
-from floatlock.rpc.dispatch import Dispatcher
+from floatlock.rpc.dispatch import Buffer, Dispatcher, Reply
 
 __all__ = ["TcpServer", "TcpStats"]
 
 log = logging.getLogger("floatlock.net.tcp")
 
 _pack_mark = struct.Struct(">I").pack
-#: Replies (x2: mark and body) joined into one write at most; bounds the joined copy.
+#: Buffers (mark and body, or mark and pieces) written together at most: bounds one
+#: writev's iovec count (IOV_MAX is 1024) and the copy when they must be buffered.
 _MAX_BATCH = 2 * 64
 
 
@@ -96,6 +106,7 @@ class _Connection(asyncio.Protocol):
         "_backlog",
         "_closed",
         "_eof",
+        "_fd",
         "_idle_handle",
         "_last_activity",
         "_loop",
@@ -116,13 +127,14 @@ class _Connection(asyncio.Protocol):
         self._reader = RecordReader(server.max_record)
         self._transport: asyncio.Transport | None = None
         self._backlog: deque[bytes] = deque()
-        self._tasks: set[asyncio.Future[bytes | None]] = set()
+        self._tasks: set[asyncio.Future[Reply | None]] = set()
         self._pending = 0
         self._read_paused = False
         self._write_paused = False
         self._closed = False
         self._eof = False
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._fd = -1  # the socket's descriptor, for writev while asyncio buffers nothing
         self._last_activity = 0.0
         self.client: Any = None
         self.server_addr = ServerAddress("")
@@ -153,6 +165,8 @@ class _Connection(asyncio.Protocol):
             transport.abort()
             return
         # (asyncio already sets TCP_NODELAY on TCP transports: replies go out at once.)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         srv._conns.add(self)
         srv.stats.connections += 1
         srv.stats.active += 1
@@ -219,9 +233,10 @@ class _Connection(asyncio.Protocol):
         backlog = self._backlog
         srv = self._server
         dispatch = srv.dispatcher.dispatch
-        # Synchronous replies to the records of one read leave in one write (one send(2) for
-        # a pipelined burst instead of one per call).
-        out: list[bytes] = []
+        # Synchronous replies to the records of one read leave in one write (one writev(2) for
+        # a pipelined burst instead of one send per call).
+        out: list[Buffer] = []
+        count = 0
         client = self.client
         server_addr = self.server_addr
         max_pending = srv.max_pending
@@ -233,6 +248,7 @@ class _Connection(asyncio.Protocol):
                     self._pause_reading()
                     return
                 record = popleft()
+                result: Reply | Awaitable[Reply | None] | None
                 try:
                     result = dispatch(record, client, server_addr, "tcp")
                 except Exception:
@@ -245,17 +261,32 @@ class _Connection(asyncio.Protocol):
                 if type(result) is bytes and len(result) <= MAX_FRAGMENT:
                     append(_pack_mark(LAST_FRAGMENT | len(result)))
                     append(result)
-                    if len(out) >= _MAX_BATCH:
-                        self._write_framed(out)
-                        out = []
-                        append = out.append
+                elif isinstance(result, tuple):
+                    # Written at once, with the replies batched before it: the caller's
+                    # buffers are sent or copied before the next call can change them.
+                    out.extend(_framed_parts(result))
+                    self._write_framed(out, count + 1)
+                    out, count = [], 0
+                    append = out.append
+                    continue
                 elif isinstance(result, bytes):
+                    if out:  # replies leave in order
+                        self._write_framed(out, count)
+                        out, count = [], 0
+                        append = out.append
                     self._write(result)  # several fragments
+                    continue
                 else:
                     self._start(result)
+                    continue
+                count += 1
+                if len(out) >= _MAX_BATCH:
+                    self._write_framed(out, count)
+                    out, count = [], 0
+                    append = out.append
         finally:
             if out and not self._closed:
-                self._write_framed(out)
+                self._write_framed(out, count)
         if self._closed:
             return
         assert self._transport is not None
@@ -266,13 +297,13 @@ class _Connection(asyncio.Protocol):
             self._read_paused = False
             self._transport.resume_reading()
 
-    def _start(self, aw: Awaitable[bytes | None]) -> None:
+    def _start(self, aw: Awaitable[Reply | None]) -> None:
         fut = asyncio.ensure_future(aw)
         self._pending += 1
         self._tasks.add(fut)
         fut.add_done_callback(self._finished)
 
-    def _finished(self, fut: asyncio.Future[bytes | None]) -> None:
+    def _finished(self, fut: asyncio.Future[Reply | None]) -> None:
         self._tasks.discard(fut)
         self._pending -= 1
         if fut.cancelled():
@@ -291,18 +322,45 @@ class _Connection(asyncio.Protocol):
         if self._backlog or self._read_paused or self._eof:
             self._drain()
 
-    def _write(self, reply: bytes) -> None:
+    def _write(self, reply: Reply) -> None:
+        if isinstance(reply, tuple):
+            self._write_framed(_framed_parts(reply), 1)
+            return
         assert self._transport is not None
         self._transport.write(frame(reply))
         self._server.stats.replies += 1
         self._last_activity = self._loop.time()
 
-    def _write_framed(self, parts: list[bytes]) -> None:
-        """Write replies already framed: [mark, reply, mark, reply, ...]."""
-        assert self._transport is not None
-        self._transport.write(b"".join(parts))
-        self._server.stats.replies += len(parts) // 2
+    def _write_framed(self, bufs: list[Buffer], count: int) -> None:
+        """Write ``count`` replies already framed: [mark, reply, mark, head, data, ...].
+
+        With asyncio's buffer empty, one writev straight to the socket; what it did not take
+        (all of it if the buffer holds data) goes to ``transport.write`` in order, each
+        partly-sent buffer as a memoryview of its unsent tail."""
+        transport = self._transport
+        assert transport is not None
+        self._server.stats.replies += count
         self._last_activity = self._loop.time()
+        sent = 0
+        if self._fd >= 0 and not transport.get_write_buffer_size() and not transport.is_closing():
+            try:
+                sent = os.writev(self._fd, bufs)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                pass  # the transport's own write below meets the error and closes
+        if not sent:
+            for buf in bufs:
+                transport.write(buf)
+            return
+        for i, buf in enumerate(bufs):
+            n = len(buf)
+            if sent < n:
+                transport.write(memoryview(buf)[sent:])
+                for rest in bufs[i + 1 :]:
+                    transport.write(rest)
+                return
+            sent -= n
 
     def _pause_reading(self) -> None:
         if not self._read_paused and not self._closed:
@@ -333,6 +391,17 @@ class _Connection(asyncio.Protocol):
             # abort(), not close(): close() would wait for a write buffer a misbehaving peer
             # may never drain.
             self._transport.abort()
+
+
+def _framed_parts(parts: tuple[Buffer, ...]) -> list[Buffer]:
+    """A reply in pieces as one record: its mark, then the pieces (never near MAX_FRAGMENT:
+    the largest is a 1 MiB READ)."""
+    size = 0
+    for part in parts:
+        size += len(part)
+    if size > MAX_FRAGMENT:  # not sent in pieces; frame() splits it into fragments
+        return [frame(b"".join(parts))]
+    return [_pack_mark(LAST_FRAGMENT | size), *parts]
 
 
 class TcpServer:

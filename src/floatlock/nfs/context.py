@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from floatlock.nfs.creds import Identity, squash
@@ -28,6 +28,12 @@ from floatlock.nfs.resolver import Obj, Resolver
 from floatlock.rpc.message import AuthSys
 
 log = logging.getLogger("floatlock.nfs")
+
+_UNCHANGED: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+#: The daemon's own filesystem identity is root's: acting as an unsquashed root caller then
+#: changes nothing a permission check looks at (fsuid 0 keeps CAP_DAC_OVERRIDE and the other
+#: filesystem capabilities whatever the groups), so it is skipped.
+_DAEMON_IS_ROOT = os.geteuid() == 0 and os.getegid() == 0
 
 TCP_MAX_IO = 1 << 20  # rtmax/wtmax over TCP
 UDP_MAX_IO = 32 << 10  # a READ reply or WRITE call must fit a ~64 KiB datagram
@@ -126,11 +132,13 @@ class Request:
             raise
         return obj
 
-    @contextlib.contextmanager
-    def acting(self) -> Iterator[None]:
-        assert self.identity is not None, "open a handle first"
-        with acting_as(self.identity):
-            yield
+    def acting(self) -> contextlib.AbstractContextManager[None]:
+        """Context: the thread's filesystem identity is the caller's (fsuid.acting_as)."""
+        ident = self.identity
+        assert ident is not None, "open a handle first"
+        if ident.uid == 0 and ident.gid == 0 and _DAEMON_IS_ROOT:
+            return _UNCHANGED  # acting_as would change nothing (no_root_squash root)
+        return acting_as(ident)
 
     @property
     def max_io(self) -> int:

@@ -65,11 +65,12 @@ _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _VERF = struct.Struct(">II")
 
 
-def _child(req: Request, d: Obj, name: str) -> Obj:
+def _child(req: Request, d: Obj, name: str, st: os.stat_result | None = None) -> Obj:
     """Open ``name`` in directory ``d`` (O_PATH, no symlink following) as the caller.
 
     A child already in the handle cache (found by inode after an ``fstatat``) is not opened
-    again; a new descriptor goes into the cache, for the GETATTR or ACCESS that follows."""
+    again; a new descriptor goes into the cache, for the GETATTR or ACCESS that follows.
+    ``st``: that ``fstatat`` as the caller, if the caller just made it."""
     root = d.root
     resolver = req.state.resolver
     if name == "." or (name == ".." and d.st.st_ino == root.ino and d.st.st_dev == root.dev):
@@ -83,8 +84,9 @@ def _child(req: Request, d: Obj, name: str) -> Obj:
         return Obj(root, fd, st, fh)
     cache = resolver.cache
     gen = cache.dir_gen  # d is inside the export, so is its child (".." of d: d != root)
-    with req.acting():
-        st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+    if st is None:
+        with req.acting():
+            st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
     if st.st_dev != root.dev:
         raise NfsError(Nfsstat3.ACCES, "mount point inside the export")
     entry = cache.acquire_inode(root, st.st_dev, st.st_ino)
@@ -183,7 +185,7 @@ def _create_existing(req: Request, a: CreateArgs) -> CreateRes:
                 raise NfsError(Nfsstat3.EXIST)
             elif a.attrs.size is not None and a.attrs.size != st.st_size:
                 raise NotCached  # a truncate may take long: a worker's job
-            child = _child(req, d, name)
+            child = _child(req, d, name, st)
         except (OSError, NfsError) as e:
             return CreateRes(status_of(e), WccData(pre, attr_of(d)))
         with child:

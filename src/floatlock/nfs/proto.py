@@ -149,6 +149,14 @@ class NfsTime:
 _FATTR = struct.Struct(">IIIIIQQIIQQIIIIII")
 _WCC_ATTR = struct.Struct(">QIIII")
 
+#: Attributes already built, by every stat field they are made of (and the fsid): the same
+#: file is stat'ed over and over (a directory's attributes in each LOOKUP and CREATE reply),
+#: and building an Fattr3 (four frozen objects) costs ten times the lookup.  The key holds
+#: every input, so a hit is exactly what building would give; emptied when full.
+_FATTR_MEMO: dict[tuple[int, ...], Fattr3] = {}
+_WCC_MEMO: dict[tuple[int, int, int], WccAttr] = {}
+_MEMO_MAX = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Fattr3:
@@ -170,6 +178,31 @@ class Fattr3:
 
     @classmethod
     def from_stat(cls, s: os.stat_result, fsid: int) -> Fattr3:
+        key = (
+            s.st_ino,
+            s.st_dev,
+            s.st_mode,
+            s.st_nlink,
+            s.st_uid,
+            s.st_gid,
+            s.st_size,
+            s.st_blocks,
+            s.st_rdev,
+            s.st_atime_ns,
+            s.st_mtime_ns,
+            s.st_ctime_ns,
+            fsid,
+        )
+        attr = _FATTR_MEMO.get(key)
+        if attr is None:
+            attr = cls._build(s, fsid)
+            if len(_FATTR_MEMO) >= _MEMO_MAX:
+                _FATTR_MEMO.clear()
+            _FATTR_MEMO[key] = attr
+        return attr
+
+    @classmethod
+    def _build(cls, s: os.stat_result, fsid: int) -> Fattr3:
         return cls(
             ftype_of_mode(s.st_mode),
             s.st_mode & 0o7777,
@@ -240,7 +273,14 @@ class WccAttr:
 
     @classmethod
     def from_stat(cls, s: os.stat_result) -> WccAttr:
-        return cls(s.st_size, NfsTime.from_ns(s.st_mtime_ns), NfsTime.from_ns(s.st_ctime_ns))
+        key = (s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+        attr = _WCC_MEMO.get(key)
+        if attr is None:
+            attr = cls(s.st_size, NfsTime.from_ns(s.st_mtime_ns), NfsTime.from_ns(s.st_ctime_ns))
+            if len(_WCC_MEMO) >= _MEMO_MAX:
+                _WCC_MEMO.clear()
+            _WCC_MEMO[key] = attr
+        return attr
 
     def encode(self, enc: Encoder) -> None:
         m, c = self.mtime, self.ctime

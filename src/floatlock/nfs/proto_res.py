@@ -29,6 +29,7 @@ from floatlock.nfs.proto import (
 from floatlock.xdr import Decoder, Encoder
 
 ZERO_VERF = b"\0" * 8
+_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # XDR padding of opaque data, by length
 ONE_NS = NfsTime(0, 1)
 _STABLE_HOWS = frozenset(StableHow)
 
@@ -181,17 +182,25 @@ class ReadRes:
     data: bytes | bytearray | memoryview = b""  # the server reads into a bytearray
 
     def encode(self) -> bytes:
-        enc = _encode_head(self.status, self.attr)
         if self.status != Nfsstat3.OK:
-            return enc.getvalue()
+            return _encode_head(self.status, self.attr).getvalue()
         # The data is up to 1 MiB: copy it once (one join) rather than into the encoder's
-        # buffer and out again.
+        # buffer and out again.  Over TCP it is not copied at all (parts(), service.py).
+        return b"".join(self.parts())
+
+    def parts(self) -> tuple[bytes | bytearray | memoryview, ...]:
+        """A READ3resok as buffers to send back to back: the head (status, attributes, count,
+        eof, the data's length), the data itself (not copied), its XDR padding if any."""
+        enc = _encode_head(self.status, self.attr)
         data = self.data
         n = len(data)
         enc.u32(n)
         enc.boolean(self.eof)
         enc.u32(n)
-        return b"".join((enc.getvalue(), data, b"\0" * (-n & 3)))
+        pad = -n & 3
+        if pad:
+            return enc.getvalue(), data, _PADS[pad]
+        return enc.getvalue(), data
 
     @classmethod
     def decode(cls, dec: Decoder) -> ReadRes:

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, 
 from dataclasses import dataclass, field
 from inspect import iscoroutinefunction
 from types import CoroutineType
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, Generic, TypeVar
 
 from floatlock.address import ServerAddress
 from floatlock.rpc.drc import IN_PROGRESS, ReplyCache
@@ -53,11 +53,11 @@ from floatlock.xdr import Decoder, XdrError
 
 __all__ = [
     "NO_REPLY",
-    "Call",
     "Buffer",
+    "Call",
     "DispatchResult",
-    "EncodedParts",
     "Dispatcher",
+    "EncodedParts",
     "Procedure",
     "RpcStats",
     "null_procedure",
@@ -149,13 +149,16 @@ class EncodedParts(tuple[Buffer, ...]):
     """A handler's result already encoded (the procedure's ``encode`` is not called), as
     buffers sent back to back: a 1 MiB NFS READ reply is its head, then the buffer the data
     was read into, never joined into one string.  Only the TCP transport sends a reply in
-    pieces, so a handler returns one only for a call that came over TCP."""
+    pieces, so a handler returns one only for a call that came over TCP.  The transport has
+    written the pieces, or copied what the socket did not take, before it dispatches the
+    connection's next call; until then they must not change."""
 
     __slots__ = ()
 
 
-#: A reply: one message, or (an idempotent procedure's :class:`EncodedParts` result) the RPC
-#: header followed by the parts, for the transport to write with one writev.
+#: A reply: one message, or (an idempotent procedure's :class:`EncodedParts` result to a call
+#: that came over TCP) the RPC header followed by the parts, for the transport to write with
+#: one writev.  The datagram transports only ever get bytes (``_reply`` joins the parts).
 Reply = bytes | tuple[Buffer, ...]
 DispatchResult = Reply | None | Awaitable[Reply | None]
 
@@ -281,14 +284,14 @@ class Dispatcher:
 
     def _run(
         self, proc: Procedure[Any, Any], args: Any, call: Call, key: Any
-    ) -> bytes | Coroutine[Any, Any, bytes | None] | None:
+    ) -> Reply | Coroutine[Any, Any, Reply | None] | None:
         """Run a plain handler.  One that returns a coroutine (a slow path it took, such as
         waiting for statd before a first lock) is finished as an async handler would be."""
         try:
             result = proc.handler(args, call)
             if type(result) is CoroutineType:
                 return self._finish(proc, result, call, key)
-            return _reply(proc, call.xid, result)
+            return _reply(proc, call, result)
         except Exception:
             self.stats.system_err += 1
             log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
@@ -296,40 +299,37 @@ class Dispatcher:
 
     def _run_async(
         self, proc: Procedure[Any, Any], args: Any, call: Call, key: Any
-    ) -> Coroutine[Any, Any, bytes | None]:
+    ) -> Coroutine[Any, Any, Reply | None]:
         return self._finish(proc, proc.handler(args, call), call, key)
 
     async def _finish(
         self, proc: Procedure[Any, Any], pending: Awaitable[Any], call: Call, key: Any
-    ) -> bytes | None:
-        reply: bytes | None
+    ) -> Reply | None:
+        reply: Reply | None
         try:
-            reply = _reply(proc, call.xid, await pending)
+            reply = _reply(proc, call, await pending)
         except Exception:
             self.stats.system_err += 1
             log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
             reply = accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
         if key is not None:
+            assert not isinstance(reply, tuple)  # non-idempotent: _reply joined it
             self.drc.finish(key, reply, self._clock())
         return reply
 
 
-@overload
-def _reply(  # type: ignore[overload-overlap]
-    proc: Procedure[Any, Any], xid: int, result: EncodedParts
-) -> Reply: ...
-@overload
-def _reply(proc: Procedure[Any, Any], xid: int, result: object) -> bytes | None: ...
-def _reply(proc: Procedure[Any, Any], xid: int, result: Any) -> Reply | None:
+def _reply(proc: Procedure[Any, Any], call: Call, result: Any) -> Reply | None:
     """The reply message for a handler's ``result`` (None: NO_REPLY, send nothing).
 
-    An :class:`EncodedParts` result stays in pieces (a tuple, the RPC header first) for an
-    idempotent procedure; the others' replies are joined: the duplicate request cache keeps
-    bytes, and ``dispatch`` finishes its entry only for a bytes reply."""
+    An :class:`EncodedParts` result stays in pieces (a tuple, the RPC header first) only for
+    an idempotent procedure called over TCP: the datagram transports send one joined
+    message, and the duplicate request cache keeps bytes (``dispatch`` finishes its entry
+    only for a bytes reply)."""
+    xid = call.xid
     if result is NO_REPLY:
         return None
     if type(result) is EncodedParts:
-        if proc.idempotent:
+        if proc.idempotent and call.transport == "tcp":
             return (success_header(xid), *result)
         return b"".join((success_header(xid), *result))
     if proc.encode_reply is not None:
