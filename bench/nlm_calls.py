@@ -26,15 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.nfs_client import RpcConn
-from floatlock.nlm.proto import (
-    LockArgs,
-    Nlm4Stat,
-    NlmLock,
-    NlmProc,
-    TestArgs,
-    UnlockArgs,
-    codec_for,
-)
+from floatlock.nlm.codec import codec_for
+from floatlock.nlm.proto import LockArgs, Nlm4Stat, NlmLock, NlmProc, TestArgs, UnlockArgs
 from floatlock.rpc.message import AuthSys, encode_call, parse_reply, reply_xid
 from floatlock.xdr import Decoder
 

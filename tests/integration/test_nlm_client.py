@@ -33,6 +33,7 @@ from floatlock.nfs.proto_res import LookupRes
 from floatlock.nlm import cli as nlm_cli
 from floatlock.nlm import proto as nlmp
 from floatlock.nlm.client import NlmClient, NlmError, NlmRangeError, default_oh, status_name
+from floatlock.nlm.codec import codec_for
 from floatlock.nlm.proto import (
     NLM_PROG,
     FshAccess,
@@ -42,7 +43,6 @@ from floatlock.nlm.proto import (
     NlmProc,
     Res,
     ShareRes,
-    codec_for,
 )
 from floatlock.portmap.proto import Endpoint
 from floatlock.portmap.registry import PortmapRegistry

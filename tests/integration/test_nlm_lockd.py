@@ -14,22 +14,13 @@ from floatlock.address import ServerAddress
 from floatlock.net.client import RpcClient
 from floatlock.net.udp import UdpServer
 from floatlock.nlm.callbacks import NlmCallbacks
+from floatlock.nlm.codec import V1, V4
 from floatlock.nlm.files import ExportDirResolver
 from floatlock.nlm.grace import GraceClocks
 from floatlock.nlm.hosts import HostTable, MonitorHost
 from floatlock.nlm.kernel import KernelMirror
 from floatlock.nlm.program import NlmProgram
-from floatlock.nlm.proto import (
-    NLM_PROG,
-    V1,
-    V4,
-    LockArgs,
-    Nlm4Stat,
-    NlmLock,
-    NlmProc,
-    Res,
-    UnlockArgs,
-)
+from floatlock.nlm.proto import NLM_PROG, LockArgs, Nlm4Stat, NlmLock, NlmProc, Res, UnlockArgs
 from floatlock.nlm.proto import TestArgs as NlmTestArgs
 from floatlock.nlm.service import NlmService
 from floatlock.rpc.dispatch import Call, Dispatcher, Procedure

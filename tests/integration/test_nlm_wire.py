@@ -24,6 +24,7 @@ from floatlock.net.client import RpcClient
 from floatlock.net.tcp import TcpServer
 from floatlock.net.udp import UdpServer
 from floatlock.nlm.callbacks import NlmCallbacks
+from floatlock.nlm.codec import codec_for
 from floatlock.nlm.files import ExportDirResolver
 from floatlock.nlm.grace import GraceClocks
 from floatlock.nlm.hosts import HostTable, MonitorHost
@@ -42,7 +43,6 @@ from floatlock.nlm.proto import (
     ShareArgs,
     ShareRes,
     UnlockArgs,
-    codec_for,
 )
 from floatlock.nlm.proto import (
     TestArgs as NlmTestArgs,

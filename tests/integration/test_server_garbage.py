@@ -68,12 +68,12 @@ from floatlock.nfs.proto_args import (
 )
 from floatlock.nfs.proto_mount import MOUNT_PROGRAM, encode_dirpath
 from floatlock.nlm.client import NlmClient
+from floatlock.nlm.codec import NlmCodec, codec_for
 from floatlock.nlm.proto import (
     NLM_PROG,
     CancArgs,
     LockArgs,
     Nlm4Stat,
-    NlmCodec,
     NlmLock,
     NlmProc,
     Notify,
@@ -83,7 +83,6 @@ from floatlock.nlm.proto import (
     SmStatus,
     TestArgs,
     UnlockArgs,
-    codec_for,
 )
 from floatlock.nsm import proto as nsm
 from floatlock.portmap.proto import PMAP_PROG, Netbuf, PmapMapping, Rpcb

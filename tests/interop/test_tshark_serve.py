@@ -43,7 +43,8 @@ MON_NAME = "198.18.0.77"  # a peer name statd is asked to monitor (never contact
 CONTROL_PORT = 4711
 CONTROL = r"""
 import socket, struct
-from floatlock.nlm.proto import V4, NlmLock, TestArgs
+from floatlock.nlm.proto import NlmLock, TestArgs
+from floatlock.nlm.codec import V4
 from floatlock.rpc.message import encode_call
 body = bytearray(V4.encode_testargs(TestArgs(b"ck", True, NlmLock("ctl", b"f", b"o", 9, 0, 1))))
 body[0:4] = struct.pack(">I", 4096)  # the cookie claims 4096 bytes; a few follow

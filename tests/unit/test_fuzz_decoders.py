@@ -72,14 +72,12 @@ from floatlock.nfs.proto_mount import (
     encode_exportlist,
     encode_mountlist,
 )
+from floatlock.nlm.codec import V1, V4, NlmCodec
 from floatlock.nlm.proto import (
-    V1,
-    V4,
     CancArgs,
     Holder,
     LockArgs,
     Nlm4Stat,
-    NlmCodec,
     NlmLock,
     Notify,
     Res,

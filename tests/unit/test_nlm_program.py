@@ -8,12 +8,13 @@ from pathlib import Path
 
 from floatlock.address import ServerAddress
 from floatlock.nlm.callbacks import NlmCallbacks
+from floatlock.nlm.codec import V4
 from floatlock.nlm.files import ExportDirResolver
 from floatlock.nlm.grace import GraceClocks
 from floatlock.nlm.hosts import HostTable, MonitorHost
 from floatlock.nlm.kernel import KernelMirror
 from floatlock.nlm.program import NlmProgram
-from floatlock.nlm.proto import V4, LockArgs, Nlm4Stat, NlmLock, NlmProc, UnlockArgs
+from floatlock.nlm.proto import LockArgs, Nlm4Stat, NlmLock, NlmProc, UnlockArgs
 from floatlock.nlm.service import NlmService
 from floatlock.rpc.dispatch import Dispatcher
 from floatlock.rpc.message import AuthSys, encode_call, parse_reply

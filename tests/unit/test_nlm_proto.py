@@ -7,11 +7,10 @@ import struct
 
 import pytest
 
+from floatlock.nlm.codec import V1, V4, codec_for
 from floatlock.nlm.proto import (
     LM_MAXSTRLEN,
     MAXNETOBJ_SZ,
-    V1,
-    V4,
     CancArgs,
     Holder,
     LockArgs,
@@ -25,7 +24,6 @@ from floatlock.nlm.proto import (
     ShareRes,
     SmStatus,
     UnlockArgs,
-    codec_for,
     narrow_extent,
     v1_status,
 )

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from floatlock.nlm.proto import LockArgs, NlmCodec, NlmLock, UnlockArgs, codec_for
+from floatlock.nlm.codec import NlmCodec, codec_for
+from floatlock.nlm.proto import LockArgs, NlmLock, UnlockArgs
 from floatlock.xdr import Decoder, XdrError
 
 

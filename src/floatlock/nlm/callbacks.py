@@ -35,7 +35,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from floatlock.net.client import RpcClient
-from floatlock.nlm.proto import NLM_PROG, NlmProc, Res, ShareRes, TestRes, codec_for
+from floatlock.nlm.codec import codec_for
+from floatlock.nlm.proto import NLM_PROG, NlmProc, Res, ShareRes, TestRes
 from floatlock.nlm.service import SendGranted, SendResult
 from floatlock.portmap.register import getport
 from floatlock.rpc.message import RpcError

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from floatlock.net.client import RpcClient, Transport
+from floatlock.nlm.codec import codec_for
 from floatlock.nlm.granted import GrantedListener
 from floatlock.nlm.proto import (
     NLM_PROG,
@@ -57,7 +58,6 @@ from floatlock.nlm.proto import (
     ShareArgs,
     TestArgs,
     UnlockArgs,
-    codec_for,
 )
 from floatlock.portmap.proto import PMAP_PORT
 from floatlock.portmap.register import getport

@@ -31,7 +31,8 @@ from typing import Any, Final
 from floatlock.net.client import RpcConnectionError, RpcTimeout, rpc_call
 from floatlock.net.tcp import TcpServer
 from floatlock.net.udp import UdpServer
-from floatlock.nlm.proto import NLM_PROG, Nlm4Stat, NlmLock, NlmProc, Res, TestArgs, codec_for
+from floatlock.nlm.codec import codec_for
+from floatlock.nlm.proto import NLM_PROG, Nlm4Stat, NlmLock, NlmProc, Res, TestArgs
 from floatlock.portmap.proto import PMAP_PORT, Endpoint
 from floatlock.portmap.register import PortmapError, PortmapHandle, getport, register_with_rpcbind
 from floatlock.rpc.dispatch import NO_REPLY, Call, Dispatcher, Procedure

@@ -41,6 +41,7 @@ from typing import Any
 
 from floatlock.address import canonical_ip
 from floatlock.nlm.callbacks import NlmCallbacks
+from floatlock.nlm.codec import NlmCodec, codec_for
 from floatlock.nlm.hosts import Host, HostKey, HostLimitError, MonitorHost, UnmonitorHost
 from floatlock.nlm.localwait import DEFAULT_POLL_INTERVAL
 from floatlock.nlm.proto import (
@@ -48,7 +49,6 @@ from floatlock.nlm.proto import (
     CancArgs,
     LockArgs,
     Nlm4Stat,
-    NlmCodec,
     NlmProc,
     Notify,
     Res,
@@ -58,7 +58,6 @@ from floatlock.nlm.proto import (
     TestArgs,
     TestRes,
     UnlockArgs,
-    codec_for,
 )
 from floatlock.nlm.service import Effect, NlmService, Outcome, SendGranted, SendResult
 from floatlock.rpc.dispatch import NO_REPLY, Call, Dispatcher, Procedure
