@@ -20,9 +20,9 @@ mirror off: one lock per owner on every file.  ``--kernel``: mirror on, every lo
 lock, and each owner holds its 100 locks on one file (10 owners a file), so 1,000 open file
 descriptions serve (100,000 would exceed the fd limit of this machine, 20,000, hard).
 
-``--ganesha``: then the same cells against NFS-Ganesha 4.3 (:mod:`bench.ganesha`: its own
-network namespace, rpcload inside it, 32 files made through its NFS server), in the same run,
-and the issue's ratios: calls/s at 32 in flight against Ganesha's (target >= 2x over UDP and
+``--ganesha``: NFS-Ganesha 4.3 too (:mod:`bench.ganesha`: its own network namespace, rpcload
+inside it, 32 files made through its NFS server), its runs alternating with floatlock's and the
+echo's, and the issue's ratios: calls/s at 32 in flight against Ganesha's (target >= 2x over UDP and
 TCP), p50 at 1 in flight against Ganesha's (target: no worse) and the echo's (within 3x).
 
 Usage: python -m bench.nlm_lock [--seconds 3] [--repeat 3] [--pin 0] [--baseline SRC]
@@ -39,14 +39,14 @@ import resource
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench import rpc_null
-from bench.ganesha import ganesha, median_run
-from bench.loadgen import LoadResult, Proto, run_load
+from bench.ganesha import ganesha
 from bench.nfs_client import NfsClient
 from bench.nlm_calls import lock_unlock_sequences, verify_sequences
-from bench.rpc_null import Cell, Floatlock
+from bench.rpc_null import Cell, Floatlock, Peer
 from floatlock.address import ServerAddress
 from floatlock.nlm.files import ExportDirResolver
 from floatlock.nlm.grace import GraceClocks
@@ -71,65 +71,56 @@ def daemon_sequences(fl: Floatlock, slots: int = SLOTS) -> list[list[bytes]]:
     return lock_unlock_sequences(handles, NLM_VERS, hostname="bench")
 
 
-def measure(seconds: float, repeat: int, pin: int | None, baseline: str | None) -> list[Cell]:
-    return rpc_null.measure(seconds, repeat, pin, sequences=daemon_sequences, baseline=baseline)
+def measure(
+    seconds: float, repeat: int, pin: int | None, baseline: str | None, peers: Sequence[Peer] = ()
+) -> list[Cell]:
+    return rpc_null.measure(
+        seconds, repeat, pin, sequences=daemon_sequences, baseline=baseline, peers=peers
+    )
 
 
-def ganesha_cells(seconds: float, repeat: int) -> dict[tuple[str, int], LoadResult]:
-    """(proto, in flight) -> Ganesha's median run, the same calls as :func:`measure` sends."""
+@contextlib.contextmanager
+def ganesha_peer() -> Iterator[Peer]:
+    """NFS-Ganesha 4.3 with 32 files made through its NFS server, as a :class:`Peer`."""
     with contextlib.ExitStack() as stack:
         export = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flgan-exp-")))
         server = stack.enter_context(ganesha(export))
-        stack.enter_context(server.entered())
-        with server.nfs_client() as nfs:
-            root = nfs.mount(server.export_path())
-            fhs = [nfs.create(root, f"f{n}") for n in range(SLOTS)]
-        seqs = lock_unlock_sequences(fhs, NLM_VERS, hostname="bench")
-        if any(verify_sequences(server.host, server.ports.nlm, seqs)):
-            raise RuntimeError("Ganesha did not grant every pre-run LOCK/UNLOCK")
-        out: dict[tuple[str, int], LoadResult] = {}
-        protos: tuple[Proto, ...] = ("udp", "tcp")
-        for proto in protos:
-            for inflight in (1, SLOTS):
-                runs = [
-                    run_load(
-                        server.host,
-                        server.ports.nlm,
-                        proto,
-                        inflight,
-                        seconds=seconds,
-                        warmup=0.5,
-                        sequences=seqs[:inflight],
-                    )
-                    for _ in range(repeat)
-                ]
-                out[(proto, inflight)] = median_run(runs)
-    return out
+        with server.entered():
+            with server.nfs_client() as nfs:
+                root = nfs.mount(server.export_path())
+                fhs = [nfs.create(root, f"f{n}") for n in range(SLOTS)]
+            seqs = lock_unlock_sequences(fhs, NLM_VERS, hostname="bench")
+            if any(verify_sequences(server.host, server.ports.nlm, seqs)):
+                raise RuntimeError("Ganesha did not grant every pre-run LOCK/UNLOCK")
+        pid = server.pids["ganesha"]
+        yield Peer("Ganesha", pid, server.host, server.ports.nlm, seqs, server.entered)
 
 
-def ratios(cells: list[Cell], theirs: dict[tuple[str, int], LoadResult]) -> list[str]:
+def ratios(cells: list[Cell]) -> list[str]:
     """The issue's targets, each as a line with the figures it compares."""
-    ours = {c.name: c.result for c in cells}
+    res = {c.name: c.result for c in cells}
     lines = []
-    for (proto, inflight), g in theirs.items():
-        fl = ours[f"floatlock {proto} {inflight:2} in flight"]
-        echo = ours[f"C echo    {proto} {inflight:2} in flight"]
-        print(f"Ganesha   {proto} {inflight:2} in flight: {g.calls_per_s:,.0f} calls/s, "
-              f"p50 {g.p50_us:.0f} us, p99 {g.p99_us:.0f} us")  # fmt: skip
-        if inflight == SLOTS:
-            r = fl.calls_per_s / g.calls_per_s
-            lines.append(
-                f"{proto} {inflight} in flight: floatlock {fl.calls_per_s:,.0f} / Ganesha "
-                f"{g.calls_per_s:,.0f} calls/s = {r:.2f}x (target >= 2x: "
-                f"{'met' if r >= 2 else 'NOT met'})"
+    for proto in ("udp", "tcp"):
+        for inflight in (1, SLOTS):
+            fl, echo, g = (
+                res[f"{label:9} {proto} {inflight:2} in flight"]
+                for label in ("floatlock", "C echo", "Ganesha")
             )
-        else:
-            met = fl.p50_us <= g.p50_us and fl.p50_us <= 3 * echo.p50_us
-            lines.append(
-                f"{proto} 1 in flight p50: floatlock {fl.p50_us:.0f} us, Ganesha {g.p50_us:.0f}"
-                f" us, C echo {echo.p50_us:.0f} us = {fl.p50_us / echo.p50_us:.2f}x echo "
-                f"(target <= Ganesha and <= 3x echo: {'met' if met else 'NOT met'})"
-            )
+            if inflight == SLOTS:
+                r = fl.calls_per_s / g.calls_per_s
+                lines.append(
+                    f"{proto} {inflight} in flight: floatlock {fl.calls_per_s:,.0f} / Ganesha "
+                    f"{g.calls_per_s:,.0f} calls/s = {r:.2f}x (target >= 2x: "
+                    f"{'met' if r >= 2 else 'NOT met'})"
+                )
+            else:
+                met = fl.p50_us <= g.p50_us and fl.p50_us <= 3 * echo.p50_us
+                lines.append(
+                    f"{proto} 1 in flight p50: floatlock {fl.p50_us:.0f} us, Ganesha "
+                    f"{g.p50_us:.0f} us, C echo {echo.p50_us:.0f} us = "
+                    f"{fl.p50_us / echo.p50_us:.2f}x echo (target <= Ganesha and <= 3x echo: "
+                    f"{'met' if met else 'NOT met'})"
+                )
     return lines
 
 
@@ -226,14 +217,16 @@ def main() -> int:
     pin = None if args.pin < 0 else args.pin
     print(f"# nlm_lock: {os.cpu_count()} CPUs; one call = LOCK or UNLOCK, a pair = both")
     if not args.skip_load:
-        cells = measure(args.seconds, args.repeat, pin, args.baseline)
+        with contextlib.ExitStack() as stack:
+            peers = [stack.enter_context(ganesha_peer())] if args.ganesha else []
+            cells = measure(args.seconds, args.repeat, pin, args.baseline, peers)
         print(rpc_null.table(cells))
         for c in cells:
             r = c.result
             lat = f"p50 {r.p50_us:.0f} us, p99 {r.p99_us:.0f} us per call"
             print(f"{c.name}: {r.sequences_per_s:,.0f} pairs/s ({lat})")
         if args.ganesha:
-            for line in ratios(cells, ganesha_cells(args.seconds, args.repeat)):
+            for line in ratios(cells):
                 print(line)
     if not args.skip_memory:
         memory(args.kernel)

@@ -27,9 +27,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.loadgen import LoadResult, Proto, echo_server, format_table, free_port, run_load
 
@@ -150,6 +151,20 @@ class Cell:
     sys_us: float
 
 
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Another server to measure in the same runs, e.g. NFS-Ganesha in its own namespace:
+    rpcload is started inside ``enter()`` (which puts the calling thread in the peer's network
+    namespace) and sends ``sequences`` to ``host``:``port`` (UDP and TCP alike)."""
+
+    label: str
+    pid: int
+    host: str
+    port: int
+    sequences: list[list[bytes]] | None
+    enter: Callable[[], contextlib.AbstractContextManager[Any]]
+
+
 def measure(
     seconds: float,
     repeat: int,
@@ -157,6 +172,7 @@ def measure(
     *,
     sequences: Callable[[Floatlock], list[list[bytes]]] | None = None,
     baseline: str | None = None,
+    peers: Sequence[Peer] = (),
 ) -> list[Cell]:
     """Every (transport, in-flight) case, the servers alternating run by run.
 
@@ -164,12 +180,14 @@ def measure(
     ``sequences``: rpcload's sequence mode (the NLM benchmark), made for each daemon (its
     file handles are its own); ``inflight`` slots use the first ``inflight`` sequences.  The
     echo gets the last daemon's.  ``baseline``: also run the floatlock in that source
-    directory (see :func:`floatlock_daemon`), as "baseline".
+    directory (see :func:`floatlock_daemon`), as "baseline".  ``peers``: other servers, run
+    in turn with the others (so drift of this shared machine hits all alike); only rpcload is
+    pinned for them.
     """
     cells: list[Cell] = []
     for cpu, inflight in ((pin, 1), (None, 32)):
         with contextlib.ExitStack() as stack:
-            servers: list[tuple[str, int, dict[str, int], list[list[bytes]] | None]] = []
+            servers: list[Server] = []
             seqs: list[list[bytes]] | None = None
             for label, src in (("baseline", baseline), ("floatlock", None)):
                 if label == "baseline" and baseline is None:
@@ -178,22 +196,27 @@ def measure(
                 fl = stack.enter_context(floatlock_daemon(port, cpu, src=src))
                 if sequences is not None:
                     seqs = sequences(fl)[:inflight]
-                servers.append((label, fl.pid, {"udp": port, "tcp": port}, seqs))
+                servers.append(Server(label, fl.pid, "127.0.0.1", {"udp": port, "tcp": port}, seqs))
             echo = stack.enter_context(echo_server("127.0.0.1", 0, 0, cpu=cpu))
             ports = {"udp": echo.udp_port, "tcp": echo.tcp_port}
-            servers.append(("C echo", echo.pid, ports, seqs))
+            servers.append(Server("C echo", echo.pid, "127.0.0.1", ports, seqs))
+            for peer in peers:
+                pseqs = None if peer.sequences is None else peer.sequences[:inflight]
+                pports = {"udp": peer.port, "tcp": peer.port}
+                servers.append(Server(peer.label, peer.pid, peer.host, pports, pseqs, peer.enter))
             protos: tuple[Proto, ...] = ("udp", "tcp")
             for proto in protos:
                 runs: dict[str, list[tuple[LoadResult, float, float]]] = {}
                 for _ in range(repeat):
-                    for label, pid, ports, seqs in servers:
+                    for srv in servers:
                         load = functools.partial(
-                            run_load, "127.0.0.1", ports[proto], proto, inflight,
+                            run_load, srv.host, srv.ports[proto], proto, inflight,
                             seconds=seconds, warmup=0.5, prog=NLM_PROG, vers=NLM_VERS, cpu=cpu,
-                            sequences=seqs,
+                            sequences=srv.sequences,
                         )  # fmt: skip
-                        runs.setdefault(label, []).append(cpu_us_per_call(pid, load))
-                for label, *_ in servers:
+                        with srv.enter():
+                            runs.setdefault(srv.label, []).append(cpu_us_per_call(srv.pid, load))
+                for label in (srv.label for srv in servers):
                     rs = runs[label]
                     best = sorted(rs, key=lambda x: x[0].calls_per_s)[len(rs) // 2][0]
                     cells.append(
@@ -205,6 +228,18 @@ def measure(
                         )
                     )
     return cells
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One server of :func:`measure`'s runs."""
+
+    label: str
+    pid: int
+    host: str
+    ports: dict[str, int]
+    sequences: list[list[bytes]] | None
+    enter: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
 
 
 def table(cells: list[Cell]) -> str:

@@ -128,12 +128,13 @@ class Host:
     """One client host as seen through one server address."""
 
     __slots__ = (
+        "_monitor",
         "addr",
         "caller_name",
-        "holding",
+        "grace_key",
         "key",
         "last_seen",
-        "monitor",
+        "monitored",
         "my_name",
         "nsm_state",
         "server",
@@ -146,7 +147,11 @@ class Host:
         self.server = server  # the address callbacks are sent from (first one seen)
         self.my_name = str(server)
         self.nsm_state: int | None = None  # the client's NSM state number, when learnt
-        self.monitor = MonitorState.UNMONITORED
+        #: The address whose grace clock applies to this host (ANY_SERVER when not virtual).
+        self.grace_key = key.server
+        # Plain attributes, not properties: every LOCK reads them.
+        self._monitor = MonitorState.UNMONITORED
+        self.monitored = False  # monitor is MONITORED
         self.last_seen = 0.0
 
     @property
@@ -154,13 +159,13 @@ class Host:
         return self.key.client
 
     @property
-    def monitored(self) -> bool:
-        return self.monitor is MonitorState.MONITORED
+    def monitor(self) -> MonitorState:
+        return self._monitor
 
-    @property
-    def grace_key(self) -> ServerAddress:
-        """The address whose grace clock applies to this host (ANY_SERVER when not virtual)."""
-        return self.key.server
+    @monitor.setter
+    def monitor(self, state: MonitorState) -> None:
+        self._monitor = state
+        self.monitored = state is MonitorState.MONITORED
 
     def __repr__(self) -> str:
         return (

@@ -122,7 +122,8 @@ class NlmService:
 
     def host_for(self, caller_name: str, call: Call, now: float) -> Host:
         """The host of a request (raises HostLimitError when the table is full)."""
-        return self.hosts.lookup(call.client_ip, caller_name, call.server, now)
+        ip = call.client[0]  # (Call.client_ip, without the property call: every request)
+        return self.hosts.lookup(ip if type(ip) is str else str(ip), caller_name, call.server, now)
 
     def needs_monitor(self, host: Host) -> bool:
         return not host.monitored
