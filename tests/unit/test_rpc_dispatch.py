@@ -178,14 +178,14 @@ def test_cache_on_streams_false_skips_the_cache_over_tcp_only() -> None:
 
 def test_reply_cache_states() -> None:
     drc = ReplyCache(max_entries=2, ttl=10)
-    k = ReplyCache.key(CLIENT, 1, PROG, 1, 1, b"a")
+    k = ReplyCache.key(CLIENT, 1, b"a")
     assert drc.begin(k, 0.0) is None
     assert drc.begin(k, 1.0) is IN_PROGRESS
     drc.finish(k, b"reply", 2.0)
     assert drc.begin(k, 3.0) == b"reply"
     assert drc.begin(k, 20.0) is None  # expired: a new call
     for xid in range(2, 6):
-        drc.begin(ReplyCache.key(CLIENT, xid, PROG, 1, 1, b"a"), 21.0)
+        drc.begin(ReplyCache.key(CLIENT, xid, b"a"), 21.0)
     assert len(drc) == 2
 
 

@@ -267,7 +267,7 @@ class Dispatcher:
 
         drc = self.drc
         now = self._clock()
-        key = ReplyCache.key(client, xid, call.prog, call.vers, call.proc, data[call.args :])
+        key = ReplyCache.key(client, xid, data)
         cached = drc.begin(key, now)
         if cached is not None:
             return None if cached is IN_PROGRESS else cached

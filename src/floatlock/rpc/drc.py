@@ -10,9 +10,11 @@ not), so for procedures marked non-idempotent the dispatcher asks this cache fir
 * the same call is still in progress: the retransmission is dropped (the reply is coming);
 * the same call finished recently: its reply is sent again, byte for byte.
 
-A call is "the same" when client address, xid, program, version, procedure and a checksum of
-its arguments match: clients reuse xids after a reboot, and the checksum keeps a new call that
-happens to reuse an xid from getting an old reply (Linux nfsd does the same).
+A call is "the same" when client address, xid and a checksum of the whole call message
+(program, version, procedure, credential, arguments) match: clients reuse xids after a reboot,
+and the checksum keeps a new call that happens to reuse an xid from getting an old reply
+(Linux nfsd checksums the arguments too).  The checksum is Python's hash of the message bytes
+(of its first 512 bytes and its length, for longer ones: a WRITE's data is not hashed whole).
 
 Sans-IO: time is an argument.  Bounded: at most ``max_entries``, oldest evicted first, and
 entries older than ``ttl`` seconds are forgotten.
@@ -26,7 +28,8 @@ from typing import Final
 
 IN_PROGRESS: Final = b""  # sentinel reply value: an empty reply is never a valid RPC reply
 
-DrcKey = tuple[Hashable, int, int, int, int, int]
+DrcKey = tuple[Hashable, int, int]
+_WHOLE = 512  # messages up to this size are hashed whole (bytes cache their hash)
 
 
 class ReplyCache:
@@ -40,8 +43,11 @@ class ReplyCache:
         self.in_progress_drops = 0
 
     @staticmethod
-    def key(client: Hashable, xid: int, prog: int, vers: int, proc: int, args: bytes) -> DrcKey:
-        return (client, xid, prog, vers, proc, hash(args[:256]) ^ len(args))
+    def key(client: Hashable, xid: int, message: bytes) -> DrcKey:
+        """The cache key of call ``message`` (xid ``xid``) from ``client``."""
+        if len(message) <= _WHOLE:
+            return (client, xid, hash(message))
+        return (client, xid, hash(message[:_WHOLE]) ^ len(message))
 
     def begin(self, key: DrcKey, now: float) -> bytes | None:
         """None: a new call (now marked in progress).  IN_PROGRESS: drop it.  Else: resend."""
