@@ -333,10 +333,10 @@ def test_resolved_handles_are_trusted_for_handle_ttl(env: Env) -> None:
     env.svc.unlock(UnlockArgs(b"u", env.nlock(1, 0, 10)), call(C1, VIP1), 1.0)
     env.path.unlink()
     env.path.write_bytes(b"new file, new inode")
-    within = 1.0 + env.svc.handle_ttl / 2
+    within = 1.0 + env.svc.open.ttl / 2
     assert env.lock(C1, VIP1, 1, 0, 10, now=within)[0] == Nlm4Stat.GRANTED  # cached
     env.svc.unlock(UnlockArgs(b"u", env.nlock(1, 0, 10)), call(C1, VIP1), within)
-    later = 1.0 + env.svc.handle_ttl
+    later = 1.0 + env.svc.open.ttl
     assert env.lock(C1, VIP1, 1, 0, 10, now=later)[0] == Nlm4Stat.STALE_FH  # resolved again
     assert env.lock(C1, VIP1, 1, 0, 10, now=later)[0] == Nlm4Stat.STALE_FH  # not cached
 
@@ -344,16 +344,16 @@ def test_resolved_handles_are_trusted_for_handle_ttl(env: Env) -> None:
 def test_resolved_handle_cache_is_bounded(tmp_path: Path) -> None:
     e = Env(tmp_path)
     try:
-        e.svc.max_handles = 3
+        e.svc.open.max_handles = 3
         e.monitor(C1, VIP1)
         for n in range(5):
             (tmp_path / f"g{n}").write_bytes(b"")
             fh = e.resolver.handle(f"g{n}")
             r = e.svc.test(NlmTestArgs(b"t", True, e.nlock(1, 0, 1, fh=fh)), call(C1, VIP1), 1.0)
             assert r.stat == Nlm4Stat.GRANTED
-        assert len(e.svc._handles) == 3
+        assert e.svc.open.cached_handles() == 3
         e.svc.forget_handles()
-        assert len(e.svc._handles) == 0
+        assert e.svc.open.cached_handles() == 0
     finally:
         e.kernel.close_all()
         e.resolver.close()

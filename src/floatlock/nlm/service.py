@@ -28,13 +28,13 @@ An NLM owner is ``(host key, svid, oh)`` (XNFS "nlm4_lock"); a share owner ``(ho
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Hashable
 
 from floatlock.address import ServerAddress, is_loopback
 from floatlock.nlm import effects as fx
 from floatlock.nlm.files import FileResolver, LockFile, StaleHandle
+from floatlock.nlm.filetable import DEFAULT_HANDLE_TTL, DEFAULT_MAX_HANDLES, FileTable
 from floatlock.nlm.grace import GraceClocks
 from floatlock.nlm.hosts import Host, HostLimitError, HostTable
 from floatlock.nlm.kernel import KernelMirror
@@ -83,11 +83,6 @@ _LOCK_STAT: dict[type, Nlm4Stat] = {
     LimitExceeded: _STAT_FOR_LIMIT,
 }
 
-#: Seconds a resolved file handle is trusted before it is resolved again.
-DEFAULT_HANDLE_TTL = 2.0
-#: Resolved file handles kept at most.
-DEFAULT_MAX_HANDLES = 4096
-
 
 class NlmService:
     """The NLM procedures over the host table, grace clocks, resolver, lock core and kernel."""
@@ -108,11 +103,9 @@ class NlmService:
         self.files = files
         self.kernel = kernel
         self.locks = LockManager(admit=self._admit if kernel is not None else None, **lock_limits)
-        self._open: dict[Hashable, LockFile] = {}  # file key -> LockFile, while in use
-        #: handle -> (its file, when it was resolved); see _file
-        self._handles: dict[bytes, tuple[LockFile, float]] = {}
-        self.handle_ttl = handle_ttl
-        self.max_handles = max_handles
+        self.open = FileTable(
+            files, self.locks.file_in_use, ttl=handle_ttl, max_handles=max_handles
+        )
         self._waiting: dict[tuple[Hashable, Hashable, int, int, bool], Waiting] = {}
         #: Queued requests the kernel refused because of a local holder (see localwait).
         self.local_waits = LocalWaits()
@@ -130,10 +123,10 @@ class NlmService:
 
     def open_files(self) -> int:
         """Files lockd keeps resolved (those with locks, queued requests or shares)."""
-        return len(self._open)
+        return len(self.open)
 
     def _admit(self, lock: Lock) -> bool:
-        lf = self._open.get(lock.file)
+        lf = self.open.get(lock.file)
         if lf is None or self.kernel is None:
             return lf is not None
         try:
@@ -147,34 +140,9 @@ class NlmService:
             return False
         return True
 
-    def _file(self, fh: bytes, now: float) -> LockFile:
-        """The file of ``fh``: resolved at most once per ``handle_ttl`` seconds per handle.
-
-        Resolving an NFS handle costs a MAC check, ``open_by_handle_at``, ``fstat`` and a
-        close; the answer is kept (bounded, oldest first out) and trusted for ``handle_ttl``
-        seconds.  Within that time a handle whose file was removed may still be locked, as
-        Linux lockd does for as long as it keeps the file open; the kernel locks then sit on
-        the removed inode and harm nobody.
-        """
-        cached = self._handles.get(fh)
-        if cached is not None and now - cached[1] < self.handle_ttl:
-            lf = cached[0]
-        else:
-            lf = self.files.resolve(fh)  # raises StaleHandle: nothing cached
-            handles = self._handles
-            if cached is not None:
-                del handles[fh]
-            elif len(handles) >= self.max_handles:
-                del handles[next(iter(handles))]
-            handles[fh] = (lf, now)
-        open_ = self._open
-        if lf.key not in open_:
-            open_[lf.key] = lf
-        return lf
-
     def forget_handles(self) -> None:
         """Drop the resolved-handle cache (every handle is resolved again on next use)."""
-        self._handles.clear()
+        self.open.forget_handles()
 
     def sweep_idle(self) -> int:
         """Housekeeping: close kernel descriptions idle for a whole interval; how many."""
@@ -182,17 +150,13 @@ class NlmService:
 
     def _prune(self, file: Hashable) -> None:
         """Forget ``file`` once nothing (lock, queued request, share) refers to it."""
-        if file in self._open and not self.locks.file_in_use(file):
-            del self._open[file]
+        if self.open.prune(file):
             self.local_waits.discard(file)
 
     def _prune_resolved(self, fh: bytes) -> None:
-        cached = self._handles.get(fh)
-        if cached is not None:
-            self._prune(cached[0].key)
-            return
-        with contextlib.suppress(StaleHandle):
-            self._prune(self.files.resolve(fh).key)
+        key = self.open.prune_handle(fh)
+        if key is not None:
+            self.local_waits.discard(key)
 
     def _prune_touched(self, out: list[Effect]) -> None:
         """Prune every file the effects in ``out`` released something on."""
@@ -259,7 +223,7 @@ class NlmService:
             noted = self.local_waits.take(file)
             queued = {w.lock for w in self.locks.waiting(file=file)}
             live = [lk for lk in noted if lk in queued]
-            lf = self._open.get(file)
+            lf = self.open.get(file)
             if not live or lf is None or self.kernel is None:
                 continue
             if any(self._kernel_free(lf, lk) for lk in live):
@@ -297,7 +261,7 @@ class NlmService:
             return TestRes(a.cookie, Nlm4Stat.STALE_FH)
 
     def _test(self, a: TestArgs, host: Host, lk: NlmLock, now: float) -> TestRes:
-        lf = self._file(lk.fh, now)
+        lf = self.open.file(lk.fh, now)
         try:
             owner = self._owner(host, lk)
             held = self.locks.test(lf.key, owner, lk.offset, lk.length, a.exclusive)
@@ -353,7 +317,7 @@ class NlmService:
         lk = a.lock
         block = a.block and monitored
         try:
-            lf = self._file(lk.fh, now)
+            lf = self.open.file(lk.fh, now)
         except StaleHandle:
             return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
         fkey = lf.key
@@ -393,7 +357,7 @@ class NlmService:
         lk = a.lock
         try:
             host = self.host_for(lk.caller_name, call, now)
-            lf = self._file(lk.fh, now)
+            lf = self.open.file(lk.fh, now)
             effects = self.locks.cancel(
                 lf.key, self._owner(host, lk), lk.offset, lk.length, a.exclusive
             )
@@ -413,7 +377,7 @@ class NlmService:
         lk = a.lock
         try:
             host = self.host_for(lk.caller_name, call, now)
-            fkey = self._file(lk.fh, now).key
+            fkey = self.open.file(lk.fh, now).key
             owner = self._owner(host, lk)
             start, end = byte_range(lk.offset, lk.length)
             if self.kernel is not None:
@@ -462,7 +426,7 @@ class NlmService:
         if not host.monitored:
             return Outcome(ShareRes(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
         try:
-            lf = self._file(s.fh, now)
+            lf = self.open.file(s.fh, now)
         except StaleHandle:
             return Outcome(ShareRes(a.cookie, Nlm4Stat.STALE_FH))
         r = self.locks.share(
@@ -481,7 +445,7 @@ class NlmService:
         s = a.share
         try:
             host = self.host_for(s.caller_name, call, now)
-            lf = self._file(s.fh, now)
+            lf = self.open.file(s.fh, now)
         except HostLimitError:
             return Outcome(ShareRes(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
         except StaleHandle:
