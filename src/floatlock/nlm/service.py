@@ -100,7 +100,6 @@ class NlmService:
     ) -> None:
         self.hosts = hosts
         self.grace = grace
-        self.files = files
         self.kernel = kernel
         self.locks = LockManager(admit=self._admit if kernel is not None else None, **lock_limits)
         self.open = FileTable(
