@@ -232,13 +232,28 @@ class RpcConn:
         raise TimeoutError(f"no reply to program {prog} v{vers} procedure {proc}")
 
     def _read_exact(self, n: int) -> bytes:
+        have = len(self._buf)
+        if n - have > 65536:
+            # A big reply (1 MiB READ): read the rest straight into one buffer of its size,
+            # not by re-joining the buffer per chunk (quadratic copying, which would count
+            # against whichever server is measured).
+            out = bytearray(n)
+            out[:have] = self._buf
+            self._buf = b""
+            view = memoryview(out)
+            while have < n:
+                got = self._sock.recv_into(view[have:])
+                if not got:
+                    raise ConnectionError("connection closed by the server")
+                have += got
+            return bytes(out)
         while len(self._buf) < n:
             chunk = self._sock.recv(max(65536, n - len(self._buf)))
             if not chunk:
                 raise ConnectionError("connection closed by the server")
             self._buf += chunk
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
+        out_, self._buf = self._buf[:n], self._buf[n:]
+        return out_
 
     def _read_record(self) -> bytes:
         parts: list[bytes] = []

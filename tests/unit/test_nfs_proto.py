@@ -148,3 +148,28 @@ def test_bad_enum_in_write_and_create() -> None:
     c[8 + 8 + 3] = 3  # createmode3
     with pytest.raises(XdrError):
         CreateArgs.decode(Decoder(bytes(c)))
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 1 << 20])
+def test_write_decode_at_is_decode_with_a_view_of_the_message(size: int) -> None:
+    data = bytes(i & 0xFF for i in range(size))
+    args = WriteArgs(b"h" * 28, 1 << 33, size, StableHow.FILE_SYNC, data)
+    prefix = b"rpc-header-stand-in!"
+    msg = prefix + enc(args)
+    got = WriteArgs.decode_at(msg, len(prefix))
+    assert got == WriteArgs.decode(Decoder(msg, len(prefix))) == args
+    assert isinstance(got.data, memoryview) and got.data.readonly
+    assert got.data.obj is msg  # no copy of the data
+
+
+def test_write_decode_at_refuses_what_decode_refuses() -> None:
+    good = enc(WriteArgs(b"fh", 0, 5, StableHow.UNSTABLE, b"abcde"))
+    bad_stable = bytearray(good)
+    bad_stable[8 + 8 + 4 + 3] = 9
+    for msg in (good[:-1], good[:-4], good + b"\0\0\0\0", bytes(bad_stable), good[:10], b""):
+        dec = Decoder(msg)
+        with pytest.raises(XdrError):  # what the dispatcher does without decode_at
+            WriteArgs.decode(dec)
+            dec.done()
+        with pytest.raises(XdrError):
+            WriteArgs.decode_at(msg, 0)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from floatlock.net.recordmark import (
     LAST_FRAGMENT,
+    VIEW_MIN,
     RecordError,
     RecordReader,
     RecordTooLarge,
@@ -170,3 +171,63 @@ def test_whole_records_then_fragments_partial_and_oversize_in_one_chunk() -> Non
     assert r.feed(frame(b"eeee")[3:] + frame(b"f")) == [b"eeee", b"f"]
     with pytest.raises(RecordTooLarge):
         r.feed(frame(b"g") + hdr(9, True))
+
+
+# -- big records spanning reads (pieces kept as views, joined once) -------------------------
+
+BIG = bytes((i * 31 + 7) & 0xFF for i in range(1 << 20)) + b"tail"
+
+
+@pytest.mark.parametrize("chunk", [1 << 30, 256 * 1024, 65536, 4096, 4095, 1000, 7])
+def test_big_record_in_any_chunking_is_byte_identical(chunk: int) -> None:
+    data = frame(BIG)
+    r = RecordReader(max_record=len(BIG))
+    out: list[bytes] = []
+    for i in range(0, len(data), chunk):
+        out += r.feed(data[i : i + chunk])
+        if i + chunk < len(data):
+            assert r.pending == min(i + chunk, len(data)) - 4
+    assert len(out) == 1 and type(out[0]) is bytes
+    assert out[0] == BIG
+    assert r.pending == 0
+
+
+def test_big_record_of_mixed_fragments_then_pipelined_small_records() -> None:
+    # Fragments above and below VIEW_MIN (views and copies interleaved), then small whole
+    # records in the same chunk as the big record's end, then a second big record.
+    sizes = [VIEW_MIN * 3, 10, VIEW_MIN, VIEW_MIN - 1, 0, 100_000]
+    parts, pos = [], 0
+    for size in sizes:
+        parts.append(hdr(size, False) + BIG[pos : pos + size])
+        pos += size
+    rest = len(BIG) - pos
+    stream = b"".join(parts) + hdr(rest, True) + BIG[pos:]
+    stream += frame(b"one") + frame(b"two") + frame(BIG) + frame(b"three")
+    for chunk in (len(stream), 300_000, 5000):
+        r = RecordReader(max_record=len(BIG))
+        out: list[bytes] = []
+        for i in range(0, len(stream), chunk):
+            out += r.feed(stream[i : i + chunk])
+        assert out == [BIG, b"one", b"two", BIG, b"three"]
+        assert all(type(rec) is bytes for rec in out)
+        assert r.pending == 0
+
+
+def test_records_do_not_change_when_the_callers_buffer_does() -> None:
+    # A caller may reuse its buffer after feed returns: the pieces kept must be the reader's.
+    data = bytearray(frame(BIG[: VIEW_MIN * 4]))
+    r = RecordReader()
+    half = len(data) // 2
+    view = memoryview(data)
+    assert r.feed(view[:half]) == []
+    data[:half] = b"X" * half  # overwrite what was fed
+    (rec,) = r.feed(view[half:])
+    assert rec == BIG[: VIEW_MIN * 4]
+
+
+def test_many_tiny_fragments_hold_no_object_each() -> None:
+    # 1000 one-byte fragments: one growing small-pieces buffer, not 1000 pieces.
+    r = RecordReader(max_record=2000, max_fragments=2000)
+    assert r.feed(b"".join(hdr(1, False) + b"z" for _ in range(1000))) == []
+    assert len(r._parts) == 1
+    assert r.feed(hdr(1, True) + b"!") == [b"z" * 1000 + b"!"]

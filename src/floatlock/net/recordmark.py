@@ -26,8 +26,20 @@ by those bytes.  It never trusts the peer:
 After either error the stream cannot be resynchronised (the next header position is
 unknown), so the reader refuses further input; the owner must drop the connection.
 
+Copies
+------
 The common case (one whole single-fragment record per read) is served with one slice and no
-intermediate buffer.
+intermediate buffer.  A record that spans reads (a 1 MiB NFS WRITE arrives in several) is kept
+as a list of pieces of the input until its last byte is in, then joined: one copy of its
+bytes, never a growing buffer re-allocated as it fills (a ``bytearray`` grows by 1/8 at a
+time, so appending 1 MiB in 64 KiB reads moved the bytes again and again: 900 us per record
+measured, against 60 us joined).  Pieces of at least :data:`VIEW_MIN` bytes are memoryviews
+of the (immutable) input; smaller ones are copied into a ``bytearray`` that grows behind them,
+so a record cut into thousands of tiny fragments holds no per-fragment object.  The input a
+view refers to stays alive until the record is complete; it is the same input the record
+would otherwise have been copied out of, plus at most the fragment headers it carried
+(bounded by ``max_fragments``) and the neighbouring records in the first and last read.
+Records are ``bytes``: the dispatcher and the duplicate request cache need immutable ones.
 
 :func:`frame` does the reverse for senders.
 """
@@ -39,6 +51,7 @@ import struct
 __all__ = [
     "LAST_FRAGMENT",
     "MAX_FRAGMENT",
+    "VIEW_MIN",
     "RecordError",
     "RecordReader",
     "RecordTooLarge",
@@ -48,6 +61,9 @@ __all__ = [
 
 LAST_FRAGMENT = 0x80000000
 MAX_FRAGMENT = 0x7FFFFFFF  # 31 bits of length (RFC 5531 section 11)
+
+#: Pieces of a record at least this long are kept as views of the input, shorter ones copied.
+VIEW_MIN = 4096
 
 _HDR = struct.Struct(">I")
 _unpack_hdr = _HDR.unpack_from
@@ -74,9 +90,11 @@ class RecordReader:
         "_failed",
         "_frag_left",
         "_fragments",
+        "_have",
         "_in_fragment",
         "_last",
-        "_record",
+        "_parts",
+        "_small",
         "max_fragments",
         "max_record",
     )
@@ -89,7 +107,11 @@ class RecordReader:
         self.max_record = max_record
         self.max_fragments = max_fragments
         self._buf = b""  # unconsumed input: at most a partial header or fragment body
-        self._record = bytearray()  # fragments of the current record received so far
+        # The current record so far: views of the input and bytearrays of small pieces, in
+        # order (module docstring, "Copies"); _small is the last of them while it grows.
+        self._parts: list[bytes | bytearray | memoryview] = []
+        self._small: bytearray | None = None
+        self._have = 0  # bytes of the current record received so far
         self._fragments = 0  # fragment headers seen for the current record
         self._in_fragment = False  # True: reading a fragment body, _frag_left bytes to go
         self._frag_left = 0
@@ -99,7 +121,7 @@ class RecordReader:
     @property
     def pending(self) -> int:
         """Bytes held for an incomplete record (buffered input plus reassembled fragments)."""
-        return len(self._buf) + len(self._record)
+        return len(self._buf) + self._have
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Consume ``data``; return the records it completed, in order.
@@ -108,12 +130,12 @@ class RecordReader:
         """
         if self._failed:
             raise RecordError("stream already failed")
+        # bytes: immutable, so the views of it kept for a record cannot change under them.
         buf = self._buf + data if self._buf else bytes(data)
         n = len(buf)
         pos = 0
         out: list[bytes] = []
-        record = self._record
-        if not self._in_fragment and not record and self.max_fragments >= 1:
+        if not self._in_fragment and not self._have and not self._parts:
             # Fast path: whole single-fragment records back to back (a pipelining client).
             # Anything else -- a partial record, a non-final fragment, an oversize header --
             # is left to the general loop below, from the same position.
@@ -135,17 +157,17 @@ class RecordReader:
                 length = hdr & MAX_FRAGMENT
                 last = bool(hdr & LAST_FRAGMENT)
                 self._fragments += 1
-                if len(record) + length > self.max_record:
+                if self._have + length > self.max_record:
                     self._fail()
                     raise RecordTooLarge(
-                        f"record of at least {len(record) + length} bytes exceeds the "
+                        f"record of at least {self._have + length} bytes exceeds the "
                         f"maximum of {self.max_record}"
                     )
                 if self._fragments > self.max_fragments:
                     self._fail()
                     raise TooManyFragments(f"record has more than {self.max_fragments} fragments")
                 # Fast path: a whole single-fragment record is already here.
-                if last and not record and n - pos >= length:
+                if last and not self._have and not self._parts and n - pos >= length:
                     out.append(buf[pos : pos + length])
                     pos += length
                     self._fragments = 0
@@ -155,22 +177,48 @@ class RecordReader:
                 self._last = last
             take = min(self._frag_left, n - pos)
             if take:
-                record += buf[pos : pos + take]
+                self._keep(buf, pos, take)
                 pos += take
                 self._frag_left -= take
             if self._frag_left == 0:
                 self._in_fragment = False
                 if self._last:
-                    out.append(bytes(record))
-                    record.clear()
-                    self._fragments = 0
+                    out.append(self._take_record())
         self._buf = buf[pos:] if pos < n else b""
         return out
+
+    def _keep(self, buf: bytes, pos: int, take: int) -> None:
+        """Add ``buf[pos:pos + take]`` to the current record: a view if it is big, else a
+        copy into the small-pieces buffer (module docstring, "Copies")."""
+        self._have += take
+        if take >= VIEW_MIN:
+            self._small = None  # what it holds stays in _parts, in order
+            self._parts.append(buf if take == len(buf) else memoryview(buf)[pos : pos + take])
+            return
+        small = self._small
+        if small is None:
+            small = self._small = bytearray()
+            self._parts.append(small)
+        small += memoryview(buf)[pos : pos + take]
+
+    def _take_record(self) -> bytes:
+        """The current record as one bytes object (one copy, none if it is one whole input),
+        and start the next."""
+        parts = self._parts
+        only = parts[0] if len(parts) == 1 else None
+        record = only if isinstance(only, bytes) else b"".join(parts)
+        self._parts = []
+        self._small = None
+        self._have = 0
+        self._fragments = 0
+        return record
 
     def _fail(self) -> None:
         self._failed = True
         self._buf = b""
-        self._record = bytearray()
+        self._parts = []
+        self._small = None
+        self._have = 0
 
 
 def frame(record: bytes | bytearray | memoryview, fragment_size: int = MAX_FRAGMENT) -> bytes:

@@ -150,7 +150,12 @@ class NfsServer:
         return Caller(call.auth, str(client[0]), int(client[1]), call.transport)
 
     def _nfs(
-        self, name: str, fn: Callable[[Request, A], R], decode: Callable[..., A], idem: bool = True
+        self,
+        name: str,
+        fn: Callable[[Request, A], R],
+        decode: Callable[..., A],
+        idem: bool = True,
+        decode_at: Callable[[bytes, int], A] | None = None,
     ) -> Procedure[A, R]:
         state, submit, caller = self.state, self._pool.submit, self._caller
 
@@ -158,7 +163,7 @@ class NfsServer:
             return await submit(fn, Request(state, caller(call)), args)
 
         if not (self.inline_metadata and name in INLINE_PROCEDURES):
-            return Procedure(name, handler, decode, _encode, idem)
+            return Procedure(name, handler, decode, _encode, idem, decode_at)
 
         async def in_worker(req: Request, args: A) -> R:
             return await submit(fn, req, args)
@@ -170,7 +175,7 @@ class NfsServer:
             except NotCached:  # nothing was done yet: the worker does it all
                 return in_worker(Request(state, c), args)
 
-        return Procedure(name, inline, decode, _encode, idem)
+        return Procedure(name, inline, decode, _encode, idem, decode_at)
 
     def nfs_procedures(self) -> dict[int, Procedure[Any, Any]]:
         p = self._nfs
@@ -181,7 +186,8 @@ class NfsServer:
             4: p("ACCESS", ops_attr.access3, AccessArgs.decode),
             5: p("READLINK", ops_io.readlink3, FhArgs.decode),
             6: p("READ", _read3, ReadArgs.decode),
-            7: p("WRITE", ops_io.write3, WriteArgs.decode, False),
+            # decode_at: the data stays a view of the record, not a 1 MiB copy.
+            7: p("WRITE", ops_io.write3, WriteArgs.decode, False, WriteArgs.decode_at),
             8: p("CREATE", ops_dir.create3, CreateArgs.decode, False),
             9: p("MKDIR", ops_dir.mkdir3, MkdirArgs.decode, False),
             10: p("SYMLINK", ops_dir.symlink3, SymlinkArgs.decode, False),
