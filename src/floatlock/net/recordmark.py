@@ -47,6 +47,7 @@ Records are ``bytes``: the dispatcher and the duplicate request cache need immut
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 __all__ = [
     "LAST_FRAGMENT",
@@ -57,6 +58,7 @@ __all__ = [
     "RecordTooLarge",
     "TooManyFragments",
     "frame",
+    "frame_parts",
 ]
 
 LAST_FRAGMENT = 0x80000000
@@ -239,3 +241,16 @@ def frame(record: bytes | bytearray | memoryview, fragment_size: int = MAX_FRAGM
         parts.append(_pack_hdr((LAST_FRAGMENT if end else 0) | len(chunk)))
         parts.append(chunk)
     return b"".join(parts)
+
+
+def frame_parts(
+    parts: Sequence[bytes | bytearray | memoryview],
+) -> list[bytes | bytearray | memoryview]:
+    """A record given in pieces, as buffers to send back to back: its mark, then the pieces
+    themselves (not joined), or, past :data:`MAX_FRAGMENT`, :func:`frame` of them joined."""
+    size = 0
+    for part in parts:
+        size += len(part)
+    if size > MAX_FRAGMENT:
+        return [frame(b"".join(parts))]
+    return [_pack_hdr(LAST_FRAGMENT | size), *parts]

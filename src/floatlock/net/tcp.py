@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import socket
 import struct
 from collections import deque
@@ -55,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from floatlock.address import ServerAddress, canonical_ip, server_address
+from floatlock.net.gather import write_gathered
 from floatlock.net.recordmark import (
     LAST_FRAGMENT,
     MAX_FRAGMENT,
@@ -62,6 +62,7 @@ from floatlock.net.recordmark import (
     RecordReader,
     RecordTooLarge,
     frame,
+    frame_parts,
 )
 from floatlock.rpc.dispatch import Buffer, Dispatcher, Reply
 
@@ -291,7 +292,7 @@ class _Connection(asyncio.Protocol):
                 elif isinstance(result, tuple):
                     # Written at once, with the replies batched before it: the caller's
                     # buffers are sent or copied before the next call can change them.
-                    out.extend(_framed_parts(result))
+                    out.extend(frame_parts(result))
                     self._write_framed(out, count + 1)
                     out, count = [], 0
                     append = out.append
@@ -358,7 +359,7 @@ class _Connection(asyncio.Protocol):
 
     def _write(self, reply: Reply) -> None:
         if isinstance(reply, tuple):
-            self._write_framed(_framed_parts(reply), 1)
+            self._write_framed(frame_parts(reply), 1)
             return
         assert self._transport is not None
         self._transport.write(frame(reply))
@@ -371,30 +372,10 @@ class _Connection(asyncio.Protocol):
         With asyncio's buffer empty, one writev straight to the socket; what it did not take
         (all of it if the buffer holds data) goes to ``transport.write`` in order, each
         partly-sent buffer as a memoryview of its unsent tail."""
-        transport = self._transport
-        assert transport is not None
+        assert self._transport is not None
         self._server.stats.replies += count
         self._last_activity = self._loop.time()
-        sent = 0
-        if self._fd >= 0 and not transport.get_write_buffer_size() and not transport.is_closing():
-            try:
-                sent = os.writev(self._fd, bufs)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                pass  # the transport's own write below meets the error and closes
-        if not sent:
-            for buf in bufs:
-                transport.write(buf)
-            return
-        for i, buf in enumerate(bufs):
-            n = len(buf)
-            if sent < n:
-                transport.write(memoryview(buf)[sent:])
-                for rest in bufs[i + 1 :]:
-                    transport.write(rest)
-                return
-            sent -= n
+        write_gathered(self._transport, self._fd, bufs)
 
     def _pause_reading(self) -> None:
         if not self._read_paused and not self._closed:
@@ -425,17 +406,6 @@ class _Connection(asyncio.Protocol):
             # abort(), not close(): close() would wait for a write buffer a misbehaving peer
             # may never drain.
             self._transport.abort()
-
-
-def _framed_parts(parts: tuple[Buffer, ...]) -> list[Buffer]:
-    """A reply in pieces as one record: its mark, then the pieces (never near MAX_FRAGMENT:
-    the largest is a 1 MiB READ)."""
-    size = 0
-    for part in parts:
-        size += len(part)
-    if size > MAX_FRAGMENT:  # not sent in pieces; frame() splits it into fragments
-        return [frame(b"".join(parts))]
-    return [_pack_mark(LAST_FRAGMENT | size), *parts]
 
 
 class TcpServer:

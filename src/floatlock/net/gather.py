@@ -1,0 +1,50 @@
+"""Scatter-gather writes to a socket beside its asyncio transport.
+
+Why
+---
+asyncio's ``transport.write`` takes one buffer and, in Python 3.11, copies whatever the socket
+does not take at once into its own ``bytearray``; ``writelines`` joins its buffers first.  A
+1 MiB NFS READ reply is a record mark, a head and the buffer the data was read into: joining
+them, or buffering them whole, copies a MiB per call.  :func:`write_gathered` sends them with
+one ``writev(2)`` straight on the socket's descriptor while the transport holds nothing (so
+nothing can overtake what it holds), and hands only what the socket did not take to
+``transport.write``: a memoryview of the unsent tail of the buffer the kernel stopped in, then
+the buffers after it, in order.  asyncio then sends those when the socket is writable, and its
+flow control (``pause_writing``) sees them as it sees any write.
+
+The caller's buffers are sent or copied by the time this returns: they may be reused then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+
+__all__ = ["write_gathered"]
+
+Buffer = bytes | bytearray | memoryview
+
+
+def write_gathered(transport: asyncio.Transport, fd: int, bufs: Sequence[Buffer]) -> None:
+    """Write ``bufs`` in order on ``transport`` whose socket is ``fd`` (-1: unknown)."""
+    sent = 0
+    if fd >= 0 and not transport.get_write_buffer_size() and not transport.is_closing():
+        try:
+            sent = os.writev(fd, bufs)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            pass  # the transport's own write below meets the error and closes
+    if not sent:
+        for buf in bufs:
+            transport.write(buf)
+        return
+    for i, buf in enumerate(bufs):
+        n = len(buf)
+        if sent < n:
+            transport.write(memoryview(buf)[sent:])
+            for rest in bufs[i + 1 :]:
+                transport.write(rest)
+            return
+        sent -= n
