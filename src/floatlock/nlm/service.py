@@ -390,7 +390,12 @@ class NlmService:
         except LockRangeError:
             self._prune_resolved(lk.fh)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
-        if effects:
+        if len(effects) == 1 and type(effects[0]) is fx.Released:
+            # The owner's own piece, released in the kernel already, and nothing woken (the
+            # common case): what _apply would do, without its loop.
+            out.append(effects[0])
+            self._close_if_idle(owner, fkey)
+        elif effects:
             # The owner's Released pieces come first: _apply closes its idle description.
             self._apply(effects, out, (owner, start, end))
         else:
