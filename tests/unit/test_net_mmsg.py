@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from floatlock.address import ServerAddress, server_address
-from floatlock.net import mmsg
+from floatlock.net import mmsg, msghdr
 from floatlock.net.mmsg import MmsgEndpoint
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="recvmmsg/sendmmsg unavailable")
@@ -146,9 +146,9 @@ def port(h: Harness) -> int:
 
 
 def test_layout_offsets_from_ctypes() -> None:
-    assert mmsg._RESULT.size == mmsg._MMSG_SIZE == ctypes.sizeof(mmsg.MMsgHdr)
-    assert mmsg._SEND_HDR.size == mmsg._MMSG_SIZE
-    assert mmsg._NAME_STRIDE >= 28
+    assert msghdr.RESULT.size == msghdr.MMSG_SIZE == ctypes.sizeof(msghdr.MMsgHdr)
+    assert msghdr.SEND_HDR.size == msghdr.MMSG_SIZE
+    assert msghdr.NAME_STRIDE >= 28
 
 
 def test_batch_v4_two_destinations(v4: Harness) -> None:
@@ -271,6 +271,6 @@ def test_send_failure_counted(v4: Harness) -> None:
 
 def test_sockaddr_tuple_matches_recvmsg() -> None:
     raw4 = struct.pack("=H", socket.AF_INET) + struct.pack(">H", 700) + bytes([10, 1, 2, 3])
-    assert mmsg._sockaddr_tuple(raw4 + bytes(8)) == ("10.1.2.3", 700)
+    assert msghdr.sockaddr_tuple(raw4 + bytes(8)) == ("10.1.2.3", 700)
     with pytest.raises(ValueError):
-        mmsg._sockaddr_tuple(struct.pack("=H", 1) + bytes(14))
+        msghdr.sockaddr_tuple(struct.pack("=H", 1) + bytes(14))

@@ -46,10 +46,10 @@ Memory layout (one anonymous mmap per socket; pages are only backed once touched
     + N * name_stride             control slot[N]   (CONTROL_SPACE bytes each)
     rounded up to a page          data slot[N]      (slot_size bytes each)
 
-All offsets come from the ctypes structure definitions below (``sizeof`` and field
-``offset``), never from hard-coded numbers.  The structures follow glibc on Linux (``size_t``
-``msg_iovlen``/``msg_controllen``/``cmsg_len``); :func:`available` is False elsewhere and the
-caller keeps its ``recvmsg`` path.
+All offsets come from the ctypes structure definitions in :mod:`floatlock.net.msghdr`
+(``sizeof`` and field ``offset``), never from hard-coded numbers.  The structures follow glibc
+on Linux (``size_t`` ``msg_iovlen``/``msg_controllen``/``cmsg_len``); :func:`available` is
+False elsewhere and the caller keeps its ``recvmsg`` path.
 """
 
 from __future__ import annotations
@@ -60,12 +60,27 @@ import errno
 import logging
 import mmap
 import socket
-import struct
-import sys
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final, Protocol
 
 from floatlock.address import ServerAddress
+from floatlock.net.msghdr import (
+    IOV_PACK,
+    IOV_SIZE,
+    LIBC,
+    MMSG_SIZE,
+    NAME_STRIDE,
+    RESULT,
+    SEND_HDR,
+    IoVec,
+    MMsgHdr,
+    SockaddrIn6,
+    align,
+    available,
+    encode_cmsgs,
+    first_cmsg_data,
+    sockaddr_tuple,
+)
 from floatlock.rpc.dispatch import DispatchResult
 
 __all__ = [
@@ -90,197 +105,6 @@ _MSG_TRUNC: Final = int(socket.MSG_TRUNC)
 _MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _RETRY_RECV: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 _FULL: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
-
-
-# -- the kernel's structures (glibc, Linux) ---------------------------------------------------
-
-
-class IoVec(ctypes.Structure):
-    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
-
-
-class MsgHdr(ctypes.Structure):
-    _fields_ = (
-        ("msg_name", ctypes.c_void_p),
-        ("msg_namelen", ctypes.c_uint32),  # socklen_t
-        ("msg_iov", ctypes.c_void_p),
-        ("msg_iovlen", ctypes.c_size_t),
-        ("msg_control", ctypes.c_void_p),
-        ("msg_controllen", ctypes.c_size_t),
-        ("msg_flags", ctypes.c_int),
-    )
-
-
-class MMsgHdr(ctypes.Structure):
-    _fields_ = (("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint))
-
-
-class CMsgHdr(ctypes.Structure):
-    _fields_ = (
-        ("cmsg_len", ctypes.c_size_t),
-        ("cmsg_level", ctypes.c_int),
-        ("cmsg_type", ctypes.c_int),
-    )
-
-
-class SockaddrIn6(ctypes.Structure):
-    _fields_ = (
-        ("sin6_family", ctypes.c_ushort),
-        ("sin6_port", ctypes.c_uint16),
-        ("sin6_flowinfo", ctypes.c_uint32),
-        ("sin6_addr", ctypes.c_ubyte * 16),
-        ("sin6_scope_id", ctypes.c_uint32),
-    )
-
-
-_ALIGN: Final = ctypes.sizeof(ctypes.c_size_t)
-
-
-def _align(n: int, to: int = _ALIGN) -> int:
-    return (n + to - 1) // to * to
-
-
-def _code(ctype: Any) -> str:
-    """The struct code ('=' mode, no padding) of an integer or pointer ctypes type."""
-    size = ctypes.sizeof(ctype)
-    signed = ctype in (ctypes.c_int, ctypes.c_long, ctypes.c_short)
-    code = {2: "h", 4: "i", 8: "q"}[size]
-    return code if signed else code.upper()
-
-
-def _hdr_fields() -> dict[str, tuple[int, Any]]:
-    """Every scalar field of an mmsghdr: name -> (offset in MMsgHdr, ctypes type)."""
-    base = MMsgHdr.msg_hdr.offset
-    out: dict[str, tuple[int, Any]] = {
-        name: (base + getattr(MsgHdr, name).offset, t) for name, t in MsgHdr._fields_
-    }
-    out["msg_len"] = (MMsgHdr.msg_len.offset, ctypes.c_uint)
-    return out
-
-
-def _struct_of(
-    size: int, fields: dict[str, tuple[int, Any]], names: tuple[str, ...]
-) -> struct.Struct:
-    """A struct.Struct of exactly ``size`` bytes reading/writing ``names`` at their offsets.
-
-    The gaps are pad bytes ('x'): on pack_into they are written as zeros, so a Struct used to
-    write must name every field it must not clobber.
-    """
-    fmt, pos = "=", 0
-    for off, ctype in sorted((fields[n] for n in names), key=lambda f: f[0]):
-        if off > pos:
-            fmt += f"{off - pos}x"
-        fmt += _code(ctype)
-        pos = off + ctypes.sizeof(ctype)
-    if size > pos:
-        fmt += f"{size - pos}x"
-    st = struct.Struct(fmt)
-    assert st.size == size, (fmt, size)
-    return st
-
-
-_HDR_FIELDS: Final = _hdr_fields()
-_MMSG_SIZE: Final = ctypes.sizeof(MMsgHdr)
-_IOV_SIZE: Final = ctypes.sizeof(IoVec)
-#: Read after recvmmsg: (msg_namelen, msg_controllen, msg_flags, msg_len) of one message.
-_RESULT: Final = _struct_of(
-    _MMSG_SIZE, _HDR_FIELDS, ("msg_namelen", "msg_controllen", "msg_flags", "msg_len")
-)
-#: Written per reply: a whole send mmsghdr (msg_len is an output; written as 0).
-_SEND_HDR: Final = _struct_of(
-    _MMSG_SIZE,
-    _HDR_FIELDS,
-    (
-        "msg_name",
-        "msg_namelen",
-        "msg_iov",
-        "msg_iovlen",
-        "msg_control",
-        "msg_controllen",
-        "msg_flags",
-        "msg_len",
-    ),
-)
-_IOV: Final = struct.Struct("=" + _code(ctypes.c_void_p) + _code(ctypes.c_size_t))
-assert _IOV.size == _IOV_SIZE
-_CMSG_HDR_SIZE: Final = ctypes.sizeof(CMsgHdr)
-_NAME_STRIDE: Final = _align(ctypes.sizeof(SockaddrIn6))
-
-
-def _cmsg_space(datalen: int) -> int:
-    return _CMSG_HDR_SIZE + _align(datalen)
-
-
-def _encode_cmsgs(cmsgs: list[tuple[int, int, bytes]]) -> bytes:
-    """Control messages as the kernel reads them (CMSG_LEN in the header, CMSG_SPACE apart)."""
-    out = b""
-    for level, kind, data in cmsgs:
-        hdr = bytes(CMsgHdr(_CMSG_HDR_SIZE + len(data), level, kind))
-        out += (hdr + data).ljust(_cmsg_space(len(data)), b"\0")
-    return out
-
-
-def _first_cmsg_data(control: bytes) -> bytes | None:
-    """The data of the first control message in a received control buffer, if any."""
-    if len(control) < _CMSG_HDR_SIZE:
-        return None
-    hdr = CMsgHdr.from_buffer_copy(control[:_CMSG_HDR_SIZE])
-    end = min(int(hdr.cmsg_len), len(control))
-    return control[_CMSG_HDR_SIZE:end]
-
-
-def _sockaddr_tuple(raw: bytes) -> tuple[Any, ...]:
-    """A raw sockaddr_in/sockaddr_in6 as the tuple socket.recvmsg returns for it."""
-    family = int.from_bytes(raw[:2], sys.byteorder)
-    port = int.from_bytes(raw[2:4], "big")
-    if family == socket.AF_INET:
-        return (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
-    if family == socket.AF_INET6 and len(raw) >= ctypes.sizeof(SockaddrIn6):
-        sa = SockaddrIn6.from_buffer_copy(raw[: ctypes.sizeof(SockaddrIn6)])
-        host = socket.inet_ntop(socket.AF_INET6, bytes(sa.sin6_addr))
-        scope = int(sa.sin6_scope_id)
-        if scope and (host.startswith("fe8") or host.lower().startswith("ff02")):
-            try:
-                host += "%" + socket.if_indextoname(scope)
-            except OSError:
-                host += f"%{scope}"
-        return (host, port, socket.ntohl(int(sa.sin6_flowinfo)), scope)
-    raise ValueError(f"unexpected sockaddr family {family}")
-
-
-# -- libc -------------------------------------------------------------------------------------
-
-_Func = Callable[..., int]
-
-
-def _load_libc() -> tuple[_Func, _Func] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        recvmmsg = libc.recvmmsg
-        sendmmsg = libc.sendmmsg
-    except (OSError, AttributeError):
-        return None
-    recvmmsg.argtypes = (
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_uint,
-        ctypes.c_int,
-        ctypes.c_void_p,
-    )
-    recvmmsg.restype = ctypes.c_int
-    sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
-    sendmmsg.restype = ctypes.c_int
-    return recvmmsg, sendmmsg
-
-
-_LIBC: Final = _load_libc()
-
-
-def available() -> bool:
-    """True when recvmmsg/sendmmsg can be called (Linux with a glibc-like libc)."""
-    return _LIBC is not None
 
 
 # -- the endpoint -----------------------------------------------------------------------------
@@ -326,11 +150,11 @@ class MmsgEndpoint:
         slots: int = DEFAULT_SLOTS,
         slot_size: int = DEFAULT_SLOT_SIZE,
     ) -> None:
-        if _LIBC is None:
+        if LIBC is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available")
         if not 1 <= slots <= 1024 or slot_size < 64:
             raise ValueError("slots must be 1..1024 and slot_size >= 64")
-        self._recvmmsg, self._sendmmsg = _LIBC
+        self._recvmmsg, self._sendmmsg = LIBC
         self._sock = sock
         self._fd = sock.fileno()
         self._dispatch = dispatch
@@ -343,12 +167,12 @@ class MmsgEndpoint:
 
         n = slots
         self._recv_hdr = 0
-        recv_iov = self._recv_hdr + n * _MMSG_SIZE
-        self._send_hdr = recv_iov + n * _IOV_SIZE
-        send_iov = self._send_hdr + n * _MMSG_SIZE
-        names = send_iov + n * _IOV_SIZE
-        controls = names + n * _NAME_STRIDE
-        data = _align(controls + n * CONTROL_SPACE, mmap.PAGESIZE)
+        recv_iov = self._recv_hdr + n * MMSG_SIZE
+        self._send_hdr = recv_iov + n * IOV_SIZE
+        send_iov = self._send_hdr + n * MMSG_SIZE
+        names = send_iov + n * IOV_SIZE
+        controls = names + n * NAME_STRIDE
+        data = align(controls + n * CONTROL_SPACE, mmap.PAGESIZE)
         size = data + n * slot_size
         self._mm = mm = mmap.mmap(-1, size)
         self._mv = memoryview(mm)
@@ -362,7 +186,7 @@ class MmsgEndpoint:
             riov[i].iov_base = base + data + i * slot_size
             riov[i].iov_len = slot_size
             h = recv[i].msg_hdr
-            h.msg_name = base + names + i * _NAME_STRIDE
+            h.msg_name = base + names + i * NAME_STRIDE
             h.msg_namelen = ctypes.sizeof(SockaddrIn6)
             h.msg_iov = ctypes.addressof(riov[i])
             h.msg_iovlen = 1
@@ -375,9 +199,9 @@ class MmsgEndpoint:
         self._slot_info = tuple(
             (
                 data + i * slot_size,
-                names + i * _NAME_STRIDE,
+                names + i * NAME_STRIDE,
                 controls + i * CONTROL_SPACE,
-                base + names + i * _NAME_STRIDE,
+                base + names + i * NAME_STRIDE,
                 base + data + i * slot_size,
             )
             for i in range(n)
@@ -385,9 +209,9 @@ class MmsgEndpoint:
         # Per send slot: (mmsghdr offset, iovec offset, iovec address).
         self._send_info = tuple(
             (
-                self._send_hdr + j * _MMSG_SIZE,
-                send_iov + j * _IOV_SIZE,
-                base + send_iov + j * _IOV_SIZE,
+                self._send_hdr + j * MMSG_SIZE,
+                send_iov + j * IOV_SIZE,
+                base + send_iov + j * IOV_SIZE,
             )
             for j in range(n)
         )
@@ -406,11 +230,11 @@ class MmsgEndpoint:
         self._mm.close()
 
     def _learn_control(self, control: bytes) -> tuple[ServerAddress, Cmsgs, int, int]:
-        cdata = _first_cmsg_data(control)
+        cdata = first_cmsg_data(control)
         if cdata is None:
             return self._local[b""]
         server, cmsgs = self._learn(cdata)
-        raw = _encode_cmsgs(cmsgs)
+        raw = encode_cmsgs(cmsgs)
         if raw:
             buf = ctypes.create_string_buffer(raw, len(raw))
             self._control_bufs.append(buf)
@@ -422,7 +246,7 @@ class MmsgEndpoint:
         return entry
 
     def _client(self, name: bytes) -> tuple[Any, ...]:
-        addr = _sockaddr_tuple(name)
+        addr = sockaddr_tuple(name)
         clients = self._clients
         if len(clients) >= MAX_CACHED:
             clients.clear()
@@ -445,9 +269,9 @@ class MmsgEndpoint:
         slot_info, send_info = self._slot_info, self._send_info
         local, clients = self._local, self._clients
         dispatch, transport = self._dispatch, self._transport
-        iter_result = _RESULT.iter_unpack
-        pack_hdr = _SEND_HDR.pack_into
-        pack_iov = _IOV.pack_into
+        iter_result = RESULT.iter_unpack
+        pack_hdr = SEND_HDR.pack_into
+        pack_iov = IOV_PACK.pack_into
         stats = self.stats
         total = 0
         while total < budget:
@@ -468,7 +292,7 @@ class MmsgEndpoint:
             k = 0
             dests: list[Any] = []
             for (namelen, ctrllen, flags, mlen), (doff, noff, coff, naddr, daddr) in zip(
-                iter_result(mv[hdr0 : hdr0 + n * _MMSG_SIZE]), slot_info, strict=False
+                iter_result(mv[hdr0 : hdr0 + n * MMSG_SIZE]), slot_info, strict=False
             ):
                 name = mm[noff : noff + namelen]
                 addr = clients.get(name)
@@ -515,7 +339,7 @@ class MmsgEndpoint:
         addr0 = self._base + self._send_hdr
         start = 0
         while start < k:
-            sent = sendmmsg(fd, addr0 + start * _MMSG_SIZE, k - start, 0)
+            sent = sendmmsg(fd, addr0 + start * MMSG_SIZE, k - start, 0)
             if sent > 0:
                 stats.replies += sent
                 start += sent
