@@ -46,7 +46,7 @@ from bench import rpc_null
 from bench.ganesha import ganesha
 from bench.nfs_client import NfsClient
 from bench.nlm_calls import lock_unlock_sequences, verify_sequences
-from bench.rpc_null import Cell, Floatlock, Peer
+from bench.rpc_null import Cell, Floatlock, Server
 from floatlock.address import ServerAddress
 from floatlock.nlm.files import ExportDirResolver
 from floatlock.nlm.grace import GraceClocks
@@ -72,7 +72,7 @@ def daemon_sequences(fl: Floatlock, slots: int = SLOTS) -> list[list[bytes]]:
 
 
 def measure(
-    seconds: float, repeat: int, pin: int | None, baseline: str | None, peers: Sequence[Peer] = ()
+    seconds: float, repeat: int, pin: int | None, baseline: str | None, peers: Sequence[Server] = ()
 ) -> list[Cell]:
     return rpc_null.measure(
         seconds, repeat, pin, sequences=daemon_sequences, baseline=baseline, peers=peers
@@ -80,8 +80,9 @@ def measure(
 
 
 @contextlib.contextmanager
-def ganesha_peer() -> Iterator[Peer]:
-    """NFS-Ganesha 4.3 with 32 files made through its NFS server, as a :class:`Peer`."""
+def ganesha_peer() -> Iterator[Server]:
+    """NFS-Ganesha 4.3 with 32 files made through its NFS server, as a peer server of
+    :func:`measure`."""
     with contextlib.ExitStack() as stack:
         export = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flgan-exp-")))
         server = stack.enter_context(ganesha(export))
@@ -93,7 +94,8 @@ def ganesha_peer() -> Iterator[Peer]:
             if any(verify_sequences(server.host, server.ports.nlm, seqs)):
                 raise RuntimeError("Ganesha did not grant every pre-run LOCK/UNLOCK")
         pid = server.pids["ganesha"]
-        yield Peer("Ganesha", pid, server.host, server.ports.nlm, seqs, server.entered)
+        ports = {"udp": server.ports.nlm, "tcp": server.ports.nlm}
+        yield Server("Ganesha", pid, server.host, ports, seqs, server.entered)
 
 
 def ratios(cells: list[Cell]) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import os
 import subprocess
@@ -152,17 +153,17 @@ class Cell:
 
 
 @dataclass(frozen=True, slots=True)
-class Peer:
-    """Another server to measure in the same runs, e.g. NFS-Ganesha in its own namespace:
-    rpcload is started inside ``enter()`` (which puts the calling thread in the peer's network
-    namespace) and sends ``sequences`` to ``host``:``port`` (UDP and TCP alike)."""
+class Server:
+    """One server of :func:`measure`'s runs.  For a server in another network namespace (e.g.
+    NFS-Ganesha), ``enter()`` puts the calling thread in it while rpcload starts; each run
+    sends the first ``inflight`` of ``sequences``."""
 
     label: str
     pid: int
     host: str
-    port: int
+    ports: dict[str, int]
     sequences: list[list[bytes]] | None
-    enter: Callable[[], contextlib.AbstractContextManager[Any]]
+    enter: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
 
 
 def measure(
@@ -172,7 +173,7 @@ def measure(
     *,
     sequences: Callable[[Floatlock], list[list[bytes]]] | None = None,
     baseline: str | None = None,
-    peers: Sequence[Peer] = (),
+    peers: Sequence[Server] = (),
 ) -> list[Cell]:
     """Every (transport, in-flight) case, the servers alternating run by run.
 
@@ -202,8 +203,7 @@ def measure(
             servers.append(Server("C echo", echo.pid, "127.0.0.1", ports, seqs))
             for peer in peers:
                 pseqs = None if peer.sequences is None else peer.sequences[:inflight]
-                pports = {"udp": peer.port, "tcp": peer.port}
-                servers.append(Server(peer.label, peer.pid, peer.host, pports, pseqs, peer.enter))
+                servers.append(dataclasses.replace(peer, sequences=pseqs))
             protos: tuple[Proto, ...] = ("udp", "tcp")
             for proto in protos:
                 runs: dict[str, list[tuple[LoadResult, float, float]]] = {}
@@ -228,18 +228,6 @@ def measure(
                         )
                     )
     return cells
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    """One server of :func:`measure`'s runs."""
-
-    label: str
-    pid: int
-    host: str
-    ports: dict[str, int]
-    sequences: list[list[bytes]] | None
-    enter: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
 
 
 def table(cells: list[Cell]) -> str:

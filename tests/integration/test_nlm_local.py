@@ -33,6 +33,7 @@ from tests.integration.test_nlm_wire import (
     Lockd,
     Nlm,
     run,
+    served,
 )
 from tests.unit.test_nlm_kernel import LocalHolder
 
@@ -133,36 +134,20 @@ def test_blocked_client_granted_from_its_address_after_other_clients_unlock(
     tmp_path: Path, transport: Literal["udp", "tcp"]
 ) -> None:
     """A (via VIP1) holds, B (via VIP2) waits; A's UNLOCK -> GRANTED from VIP2 over UDP."""
-    (tmp_path / "f").write_bytes(b"x" * 100)
 
     async def main() -> None:
-        a, b = ClientNlm(A), ClientNlm(B)
-        await a.start()
-        await b.start()
-        lockd = Lockd(tmp_path, [a, b])
-        await lockd.start()
-        fh = lockd.fh("f")
-        try:
-            async with (
-                await RpcClient.connect(VIP1, lockd.port, transport, source=A) as ra,
-                await RpcClient.connect(VIP2, lockd.port, transport, source=B) as rb,
-            ):
-                na, nb = Nlm(ra, 4, fh, A), Nlm(rb, 4, fh, B)
-                assert await na.lock(1, 0, 0) == GRANTED
-                assert await nb.lock(2, 10, 10, block=True) == BLOCKED
-                t0 = time.monotonic()
-                assert await na.unlock(1, 0, 0) == GRANTED
-                (g,) = await b.wait_for(NlmProc.GRANTED)
-                print(
-                    f"\n{transport}: UNLOCK -> GRANTED from {g.sender}: {(g.at - t0) * 1e3:.1f} ms"
-                )
-                assert g.sender == VIP2  # from the address B talked to, not VIP1
-                assert a.seen == []
-                await lockd.program.drain()
-                assert await nb.unlock(2, 10, 10) == GRANTED
-        finally:
-            await lockd.close()
-            a.close()
-            b.close()
+        async with served(tmp_path, VIP1, VIP2, transport) as env:
+            lockd, a, b, ra, rb, fh = env.lockd, env.a, env.b, env.ra, env.rb, env.fh
+            na, nb = Nlm(ra, 4, fh, A), Nlm(rb, 4, fh, B)
+            assert await na.lock(1, 0, 0) == GRANTED
+            assert await nb.lock(2, 10, 10, block=True) == BLOCKED
+            t0 = time.monotonic()
+            assert await na.unlock(1, 0, 0) == GRANTED
+            (g,) = await b.wait_for(NlmProc.GRANTED)
+            print(f"\n{transport}: UNLOCK -> GRANTED from {g.sender}: {(g.at - t0) * 1e3:.1f} ms")
+            assert g.sender == VIP2  # from the address B talked to, not VIP1
+            assert a.seen == []
+            await lockd.program.drain()
+            assert await nb.unlock(2, 10, 10) == GRANTED
 
     run(main)

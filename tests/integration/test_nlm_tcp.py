@@ -27,6 +27,7 @@ from tests.integration.test_nlm_wire import (
     Lockd,
     Nlm,
     run,
+    served,
 )
 
 OWNERS = 32
@@ -71,37 +72,23 @@ def test_pipelined_lock_unlock_of_many_owners(
 
 
 def test_tcp_blocked_lock_is_granted_over_udp_from_the_right_address(tmp_path: Path) -> None:
-    (tmp_path / "f").write_bytes(b"x" * 100)
 
     async def main() -> None:
-        a, b = ClientNlm(A), ClientNlm(B)
-        await a.start()
-        await b.start()
-        lockd = Lockd(tmp_path, [a, b])
-        await lockd.start()
-        fh = lockd.fh("f")
-        try:
-            async with (
-                await RpcClient.connect(VIP1, lockd.port, "tcp", source=A) as ra,
-                await RpcClient.connect(VIP2, lockd.port, "tcp", source=B) as rb,
-            ):
-                na, nb = Nlm(ra, 4, fh, A), Nlm(rb, 4, fh, B)
-                assert await na.lock(1, 0, 10) == GRANTED
-                blocked = await asyncio.gather(*(nb.lock(n, 0, 10, block=True) for n in (2, 3)))
-                assert blocked == [BLOCKED, BLOCKED]
-                assert await na.unlock(1, 0, 10) == GRANTED
-                (g,) = await b.wait_for(NlmProc.GRANTED)  # the first waiter only
-                assert g.sender == VIP2 and g.args.lock.svid == 2  # UDP callback from VIP2
-                await lockd.program.drain()
-                assert await nb.unlock(2, 0, 10) == GRANTED
-                g2 = (await b.wait_for(NlmProc.GRANTED, 2))[1]
-                assert g2.sender == VIP2 and g2.args.lock.svid == 3
-                await lockd.program.drain()
-                assert await nb.unlock(3, 0, 10) == GRANTED
-                assert lockd.service.locks.held() == [] and a.seen == []
-        finally:
-            await lockd.close()
-            a.close()
-            b.close()
+        async with served(tmp_path, VIP1, VIP2, "tcp") as env:
+            lockd, a, b, ra, rb, fh = env.lockd, env.a, env.b, env.ra, env.rb, env.fh
+            na, nb = Nlm(ra, 4, fh, A), Nlm(rb, 4, fh, B)
+            assert await na.lock(1, 0, 10) == GRANTED
+            blocked = await asyncio.gather(*(nb.lock(n, 0, 10, block=True) for n in (2, 3)))
+            assert blocked == [BLOCKED, BLOCKED]
+            assert await na.unlock(1, 0, 10) == GRANTED
+            (g,) = await b.wait_for(NlmProc.GRANTED)  # the first waiter only
+            assert g.sender == VIP2 and g.args.lock.svid == 2  # UDP callback from VIP2
+            await lockd.program.drain()
+            assert await nb.unlock(2, 0, 10) == GRANTED
+            g2 = (await b.wait_for(NlmProc.GRANTED, 2))[1]
+            assert g2.sender == VIP2 and g2.args.lock.svid == 3
+            await lockd.program.drain()
+            assert await nb.unlock(3, 0, 10) == GRANTED
+            assert lockd.service.locks.held() == [] and a.seen == []
 
     run(main)

@@ -11,16 +11,17 @@ which lockd finds the client's NLM port, as it would on a real network (XNFS NLM
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from floatlock.address import ServerAddress
-from floatlock.net.client import RpcClient
+from floatlock.net.client import RpcClient, Transport
 from floatlock.net.tcp import TcpServer
 from floatlock.net.udp import UdpServer
 from floatlock.nlm.callbacks import NlmCallbacks
@@ -287,127 +288,150 @@ async def proc_unavail(rpc: RpcClient, vers: int, proc: int) -> None:
         raise AssertionError(f"v{vers} served procedure {proc}")
 
 
-GRANTED, DENIED, BLOCKED = Nlm4Stat.GRANTED, Nlm4Stat.DENIED, Nlm4Stat.BLOCKED
-GRACE = Nlm4Stat.DENIED_GRACE_PERIOD
+@dataclass
+class Served:
+    """What :func:`served` sets up: lockd, the client lockds of A and B, an RPC client from
+    each of them, and the handle of file "f"."""
+
+    lockd: Lockd
+    a: ClientNlm
+    b: ClientNlm
+    ra: RpcClient
+    rb: RpcClient
+    fh: bytes
 
 
-async def _every_procedure(root: Path, vers: int) -> None:
+@contextlib.asynccontextmanager
+async def served(
+    root: Path, via_a: str = VIP1, via_b: str = VIP1, transport: Transport = "udp"
+) -> AsyncIterator[Served]:
+    """lockd over ``root`` (with a 100-byte file "f"), client lockds A and B, and RPC clients
+    from A to ``via_a`` and from B to ``via_b``; everything closed afterwards."""
     (root / "f").write_bytes(b"x" * 100)
     a, b = ClientNlm(A), ClientNlm(B)
     await a.start()
     await b.start()
     lockd = Lockd(root, [a, b])
     await lockd.start()
-    fh = lockd.fh("f")
     try:
         async with (
-            await RpcClient.connect(VIP1, lockd.port, source=A) as ra,
-            await RpcClient.connect(VIP1, lockd.port, source=B) as rb,
+            await RpcClient.connect(via_a, lockd.port, transport, source=A) as ra,
+            await RpcClient.connect(via_b, lockd.port, transport, source=B) as rb,
         ):
-            na, nb = Nlm(ra, vers, fh, A), Nlm(rb, vers, fh, B)
-            c = na.c
-            assert await na.null() == b""  # NULL
-            assert (await na.test(1, 0, 10)).stat == GRANTED  # TEST: free
-            assert await na.lock(1, 0, 10) == GRANTED  # LOCK
-            tr = await nb.test(2, 5, 1)  # TEST: names the holder
-            assert tr.stat == DENIED and tr.holder is not None
-            assert (tr.holder.svid, tr.holder.oh, tr.holder.offset) == (1, b"oh1", 0)
-            assert await nb.lock(2, 0, 10) == DENIED
-            assert await nb.lock(2, 0, 10, block=True) == BLOCKED
-            assert await nb.cancel(2, 0, 10) == GRANTED  # CANCEL: nothing queued any more
-            assert lockd.service.locks.waiting() == []
-            assert await nb.lock(2, 0, 10, block=True) == BLOCKED
-            assert await na.unlock(1, 0, 10) == GRANTED  # UNLOCK -> GRANTED callback
-            (g,) = await b.wait_for(P.GRANTED)
-            assert g.vers == vers and g.sender == VIP1 and g.args.lock.svid == 2
-            await lockd.program.drain()
-            assert [lk.owner[1] for lk in lockd.service.locks.held()] == [2]  # type: ignore[index]
-            assert await nb.unlock(2, 0, 10) == GRANTED
-
-            # The _MSG forms: no reply; the result comes as a *_RES call from VIP1.
-            port = lockd.port
-            send_oneway(
-                VIP1,
-                port,
-                A,
-                vers,
-                P.TEST_MSG,
-                c.encode_testargs(NlmTestArgs(b"tm", True, na.lk(1, 0, 5))),
-            )
-            (s,) = await a.wait_for(P.TEST_RES)
-            assert s.sender == VIP1 and s.args.cookie == b"tm" and s.args.stat == GRANTED
-            send_oneway(VIP1, port, A, vers, P.LOCK_MSG, c.encode_lockargs(na.lockargs(1, 0, 5)))
-            (s,) = await a.wait_for(P.LOCK_RES)
-            assert s.sender == VIP1 and s.args.stat == GRANTED
-            # B blocks with LOCK_MSG: BLOCKED as LOCK_RES, later GRANTED_MSG, answered by
-            # B's GRANTED_RES (procedure 15).
-            send_oneway(
-                VIP1, port, B, vers, P.LOCK_MSG, c.encode_lockargs(nb.lockargs(2, 0, 5, block=True))
-            )
-            (s,) = await b.wait_for(P.LOCK_RES)
-            assert s.args.stat == BLOCKED
-            cancel = CancArgs(b"cm", True, True, nb.lk(9, 0, 5))
-            send_oneway(VIP1, port, B, vers, P.CANCEL_MSG, c.encode_cancargs(cancel))
-            (s,) = await b.wait_for(P.CANCEL_RES)
-            assert s.sender == VIP1 and s.args.cookie == b"cm"
-            send_oneway(
-                VIP1,
-                port,
-                A,
-                vers,
-                P.UNLOCK_MSG,
-                c.encode_unlockargs(UnlockArgs(b"um", na.lk(1, 0, 5))),
-            )
-            (s,) = await a.wait_for(P.UNLOCK_RES)
-            assert s.sender == VIP1 and s.args.stat == GRANTED
-            (gm,) = await b.wait_for(P.GRANTED_MSG)
-            assert gm.sender == VIP1 and gm.vers == vers and gm.args.lock.svid == 2
-            await lockd.program.drain()  # GRANTED_RES arrived: the grant stands
-            assert lockd.callbacks.failed == 0
-            assert [lk.owner[1] for lk in lockd.service.locks.held()] == [2]  # type: ignore[index]
-            # The server accepts *_RES calls (procedures 11-15) with a void reply.
-            for proc, body in (
-                (P.TEST_RES, c.encode_testres(NlmTestRes(b"x", GRANTED))),
-                (P.LOCK_RES, c.encode_res(Res(b"x", GRANTED))),
-                (P.CANCEL_RES, c.encode_res(Res(b"x", GRANTED))),
-                (P.UNLOCK_RES, c.encode_res(Res(b"x", GRANTED))),
-                (P.GRANTED_RES, c.encode_res(Res(b"x", GRANTED))),
-            ):
-                assert await ra.call(NLM_PROG, vers, proc, body) == b""
-            assert await nb.unlock(2, 0, 5) == GRANTED
-
-            # GRANTED is served by the *client's* lock manager (checked above, on real
-            # sockets); floatlock only serves NLM, it is never an NLM client: PROC_UNAVAIL.
-            await proc_unavail(ra, vers, P.GRANTED)
-            await proc_unavail(ra, vers, P.GRANTED_MSG)
-            if vers >= 3:
-                # SHARE / UNSHARE (XNFS "NLM_VERSX"): A reads denying writes; B's write denied.
-                assert await na.share(b"sa", 1, 2) == GRANTED  # access read, deny write
-                assert await nb.share(b"sb", 2, 0) == DENIED
-                assert await na.share(b"sa", 1, 2, P.UNSHARE) == GRANTED
-                assert await nb.share(b"sb", 2, 0) == GRANTED
-                assert await nb.share(b"sb", 2, 0, P.UNSHARE) == GRANTED
-                # NM_LOCK: no monitoring, never blocks.
-                before = len(lockd.monitored)
-                async with await RpcClient.connect(VIP2, port, source=A) as ra2:
-                    n2 = Nlm(ra2, vers, fh, A)
-                    assert await n2.lock(7, 50, 10, proc=P.NM_LOCK) == GRANTED
-                    assert len(lockd.monitored) == before
-                    assert await nb.lock(8, 50, 10) == DENIED
-                    # FREE_ALL: A (through VIP2) restarted; its locks there go.
-                    await n2.free_all()
-                assert await nb.lock(8, 50, 10) == GRANTED
-                assert await nb.unlock(8, 50, 10) == GRANTED
-            else:
-                # v1 has no SHARE/UNSHARE/NM_LOCK/FREE_ALL (they came with v3).
-                for proc in (P.SHARE, P.UNSHARE, P.NM_LOCK, P.FREE_ALL):
-                    await proc_unavail(ra, 1, proc)
-            assert lockd.service.locks.held() == []
-            assert lockd.service.open_files() == 0
+            yield Served(lockd, a, b, ra, rb, lockd.fh("f"))
     finally:
         await lockd.close()
         a.close()
         b.close()
+
+
+GRANTED, DENIED, BLOCKED = Nlm4Stat.GRANTED, Nlm4Stat.DENIED, Nlm4Stat.BLOCKED
+GRACE = Nlm4Stat.DENIED_GRACE_PERIOD
+
+
+async def _every_procedure(root: Path, vers: int) -> None:
+    async with served(root, VIP1, VIP1) as env:
+        lockd, a, b, ra, rb, fh = env.lockd, env.a, env.b, env.ra, env.rb, env.fh
+        na, nb = Nlm(ra, vers, fh, A), Nlm(rb, vers, fh, B)
+        c = na.c
+        assert await na.null() == b""  # NULL
+        assert (await na.test(1, 0, 10)).stat == GRANTED  # TEST: free
+        assert await na.lock(1, 0, 10) == GRANTED  # LOCK
+        tr = await nb.test(2, 5, 1)  # TEST: names the holder
+        assert tr.stat == DENIED and tr.holder is not None
+        assert (tr.holder.svid, tr.holder.oh, tr.holder.offset) == (1, b"oh1", 0)
+        assert await nb.lock(2, 0, 10) == DENIED
+        assert await nb.lock(2, 0, 10, block=True) == BLOCKED
+        assert await nb.cancel(2, 0, 10) == GRANTED  # CANCEL: nothing queued any more
+        assert lockd.service.locks.waiting() == []
+        assert await nb.lock(2, 0, 10, block=True) == BLOCKED
+        assert await na.unlock(1, 0, 10) == GRANTED  # UNLOCK -> GRANTED callback
+        (g,) = await b.wait_for(P.GRANTED)
+        assert g.vers == vers and g.sender == VIP1 and g.args.lock.svid == 2
+        await lockd.program.drain()
+        assert [lk.owner[1] for lk in lockd.service.locks.held()] == [2]  # type: ignore[index]
+        assert await nb.unlock(2, 0, 10) == GRANTED
+
+        # The _MSG forms: no reply; the result comes as a *_RES call from VIP1.
+        port = lockd.port
+        send_oneway(
+            VIP1,
+            port,
+            A,
+            vers,
+            P.TEST_MSG,
+            c.encode_testargs(NlmTestArgs(b"tm", True, na.lk(1, 0, 5))),
+        )
+        (s,) = await a.wait_for(P.TEST_RES)
+        assert s.sender == VIP1 and s.args.cookie == b"tm" and s.args.stat == GRANTED
+        send_oneway(VIP1, port, A, vers, P.LOCK_MSG, c.encode_lockargs(na.lockargs(1, 0, 5)))
+        (s,) = await a.wait_for(P.LOCK_RES)
+        assert s.sender == VIP1 and s.args.stat == GRANTED
+        # B blocks with LOCK_MSG: BLOCKED as LOCK_RES, later GRANTED_MSG, answered by
+        # B's GRANTED_RES (procedure 15).
+        send_oneway(
+            VIP1, port, B, vers, P.LOCK_MSG, c.encode_lockargs(nb.lockargs(2, 0, 5, block=True))
+        )
+        (s,) = await b.wait_for(P.LOCK_RES)
+        assert s.args.stat == BLOCKED
+        cancel = CancArgs(b"cm", True, True, nb.lk(9, 0, 5))
+        send_oneway(VIP1, port, B, vers, P.CANCEL_MSG, c.encode_cancargs(cancel))
+        (s,) = await b.wait_for(P.CANCEL_RES)
+        assert s.sender == VIP1 and s.args.cookie == b"cm"
+        send_oneway(
+            VIP1,
+            port,
+            A,
+            vers,
+            P.UNLOCK_MSG,
+            c.encode_unlockargs(UnlockArgs(b"um", na.lk(1, 0, 5))),
+        )
+        (s,) = await a.wait_for(P.UNLOCK_RES)
+        assert s.sender == VIP1 and s.args.stat == GRANTED
+        (gm,) = await b.wait_for(P.GRANTED_MSG)
+        assert gm.sender == VIP1 and gm.vers == vers and gm.args.lock.svid == 2
+        await lockd.program.drain()  # GRANTED_RES arrived: the grant stands
+        assert lockd.callbacks.failed == 0
+        assert [lk.owner[1] for lk in lockd.service.locks.held()] == [2]  # type: ignore[index]
+        # The server accepts *_RES calls (procedures 11-15) with a void reply.
+        for proc, body in (
+            (P.TEST_RES, c.encode_testres(NlmTestRes(b"x", GRANTED))),
+            (P.LOCK_RES, c.encode_res(Res(b"x", GRANTED))),
+            (P.CANCEL_RES, c.encode_res(Res(b"x", GRANTED))),
+            (P.UNLOCK_RES, c.encode_res(Res(b"x", GRANTED))),
+            (P.GRANTED_RES, c.encode_res(Res(b"x", GRANTED))),
+        ):
+            assert await ra.call(NLM_PROG, vers, proc, body) == b""
+        assert await nb.unlock(2, 0, 5) == GRANTED
+
+        # GRANTED is served by the *client's* lock manager (checked above, on real
+        # sockets); floatlock only serves NLM, it is never an NLM client: PROC_UNAVAIL.
+        await proc_unavail(ra, vers, P.GRANTED)
+        await proc_unavail(ra, vers, P.GRANTED_MSG)
+        if vers >= 3:
+            # SHARE / UNSHARE (XNFS "NLM_VERSX"): A reads denying writes; B's write denied.
+            assert await na.share(b"sa", 1, 2) == GRANTED  # access read, deny write
+            assert await nb.share(b"sb", 2, 0) == DENIED
+            assert await na.share(b"sa", 1, 2, P.UNSHARE) == GRANTED
+            assert await nb.share(b"sb", 2, 0) == GRANTED
+            assert await nb.share(b"sb", 2, 0, P.UNSHARE) == GRANTED
+            # NM_LOCK: no monitoring, never blocks.
+            before = len(lockd.monitored)
+            async with await RpcClient.connect(VIP2, port, source=A) as ra2:
+                n2 = Nlm(ra2, vers, fh, A)
+                assert await n2.lock(7, 50, 10, proc=P.NM_LOCK) == GRANTED
+                assert len(lockd.monitored) == before
+                assert await nb.lock(8, 50, 10) == DENIED
+                # FREE_ALL: A (through VIP2) restarted; its locks there go.
+                await n2.free_all()
+            assert await nb.lock(8, 50, 10) == GRANTED
+            assert await nb.unlock(8, 50, 10) == GRANTED
+        else:
+            # v1 has no SHARE/UNSHARE/NM_LOCK/FREE_ALL (they came with v3).
+            for proc in (P.SHARE, P.UNSHARE, P.NM_LOCK, P.FREE_ALL):
+                await proc_unavail(ra, 1, proc)
+        assert lockd.service.locks.held() == []
+        assert lockd.service.open_files() == 0
 
 
 def test_every_procedure_v1(tmp_path: Path) -> None:
@@ -424,36 +448,22 @@ def test_every_procedure_v4(tmp_path: Path) -> None:
 
 def test_versions_interoperate_on_one_file(tmp_path: Path) -> None:
     """A v1 lock, a v3 lock and a v4 lock on the same file conflict as one lock table."""
-    (tmp_path / "f").write_bytes(b"x" * 100)
 
     async def main() -> None:
-        a, b = ClientNlm(A), ClientNlm(B)
-        await a.start()
-        await b.start()
-        lockd = Lockd(tmp_path, [a, b])
-        await lockd.start()
-        fh = lockd.fh("f")
-        try:
-            async with (
-                await RpcClient.connect(VIP1, lockd.port, source=A) as ra,
-                await RpcClient.connect(VIP1, lockd.port, source=B) as rb,
-            ):
-                a1, a4 = Nlm(ra, 1, fh, A), Nlm(ra, 4, fh, A)
-                b3, b4 = Nlm(rb, 3, fh, B), Nlm(rb, 4, fh, B)
-                assert await a1.lock(1, 0, 10) == GRANTED  # v1
-                assert await b4.lock(2, 5, 10) == DENIED  # v4 sees it
-                tr = await b3.test(2, 0, 1)  # v3 TEST names the v1 holder
-                assert tr.stat == DENIED and tr.holder is not None and tr.holder.svid == 1
-                assert await b3.lock(2, 5, 10, block=True) == BLOCKED  # v3 waits ...
-                assert await a4.unlock(1, 0, 10) == GRANTED  # ... for a v4 UNLOCK (same owner)
-                (g,) = await b.wait_for(P.GRANTED)
-                assert g.vers == 3 and g.sender == VIP1  # GRANTED in the waiter's version
-                await lockd.program.drain()
-                assert await b4.unlock(2, 5, 10) == GRANTED
-                assert lockd.service.locks.held() == []
-        finally:
-            await lockd.close()
-            a.close()
-            b.close()
+        async with served(tmp_path, VIP1, VIP1) as env:
+            lockd, b, ra, rb, fh = env.lockd, env.b, env.ra, env.rb, env.fh
+            a1, a4 = Nlm(ra, 1, fh, A), Nlm(ra, 4, fh, A)
+            b3, b4 = Nlm(rb, 3, fh, B), Nlm(rb, 4, fh, B)
+            assert await a1.lock(1, 0, 10) == GRANTED  # v1
+            assert await b4.lock(2, 5, 10) == DENIED  # v4 sees it
+            tr = await b3.test(2, 0, 1)  # v3 TEST names the v1 holder
+            assert tr.stat == DENIED and tr.holder is not None and tr.holder.svid == 1
+            assert await b3.lock(2, 5, 10, block=True) == BLOCKED  # v3 waits ...
+            assert await a4.unlock(1, 0, 10) == GRANTED  # ... for a v4 UNLOCK (same owner)
+            (g,) = await b.wait_for(P.GRANTED)
+            assert g.vers == 3 and g.sender == VIP1  # GRANTED in the waiter's version
+            await lockd.program.drain()
+            assert await b4.unlock(2, 5, 10) == GRANTED
+            assert lockd.service.locks.held() == []
 
     run(main)

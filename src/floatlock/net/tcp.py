@@ -12,10 +12,7 @@ rather than streams: no task per connection, no extra copies.
   computed once per connection.
 * **Pipelining.**  Every record is dispatched as soon as it is complete.  Synchronous handlers
   answer at once; an async handler's reply is written when it finishes, so replies can leave
-  out of order (clients match them by xid, RFC 5531 section 9).  A read that completes
-  exactly one record while nothing waits and nothing is paused (one call in flight) skips the
-  backlog: the record is dispatched at once and a bytes reply written with one ``writev`` of
-  mark and reply.
+  out of order (clients match them by xid, RFC 5531 section 9).
 * **Bounded work per connection.**  At most ``max_pending`` async calls run per connection.
   Records beyond that wait in a small queue and the transport stops reading
   (``pause_reading``) until calls finish, so a client cannot make us buffer or run unbounded
@@ -195,34 +192,10 @@ class _Connection(asyncio.Protocol):
             )
             self._abort()
             return
-        if not records:
-            return
-        srv = self._server
-        srv.stats.records += len(records)
-        if (
-            len(records) == 1
-            and not self._backlog
-            and not self._read_paused
-            and not self._eof
-            and self._pending < srv.max_pending
-        ):
-            # One call at a time (the common case at one call in flight): dispatch it here
-            # and write a bytes reply with one syscall, without the backlog and batching of
-            # _drain; anything else takes the general path.  (Not write-paused: that pauses
-            # reading too.)
-            try:
-                result = srv.dispatcher.dispatch(records[0], self.client, self.server_addr, "tcp")
-            except Exception:
-                srv.stats.dispatch_errors += 1
-                log.exception("dispatcher failed on a call from %s", self.client)
-                return
-            if type(result) is bytes and len(result) <= MAX_FRAGMENT:
-                self._write_framed([_pack_mark(LAST_FRAGMENT | len(result)), result], 1)
-            elif result is not None:
-                self._write_result(result)
-            return
-        self._backlog.extend(records)
-        self._drain()
+        if records:
+            self._server.stats.records += len(records)
+            self._backlog.extend(records)
+            self._drain()
 
     def eof_received(self) -> bool | None:
         # A half-close: the client will send no more calls.  Returning True keeps our side
@@ -349,13 +322,6 @@ class _Connection(asyncio.Protocol):
             self._write(reply)
         if self._backlog or self._read_paused or self._eof:
             self._drain()
-
-    def _write_result(self, result: Reply | Awaitable[Reply | None]) -> None:
-        """A dispatch result other than one single-fragment bytes reply, as _drain treats it."""
-        if isinstance(result, tuple | bytes):
-            self._write(result)
-        else:
-            self._start(result)
 
     def _write(self, reply: Reply) -> None:
         if isinstance(reply, tuple):

@@ -85,15 +85,7 @@ class FileLocks:
         """A file's locks holding only ``lk`` (what committing it to an empty file makes)."""
         fl = cls()
         fl._by_owner[lk.owner] = [lk]
-        # _index(lk) on empty lists, without the bisection (one of these per LOCK of a file
-        # nobody holds).
-        if lk.exclusive:
-            fl._exclusive.append(lk)
-        elif lk.end >= RANGE_END:
-            fl._shared_to_end.append(lk)
-        else:
-            fl._shared.append(lk)
-            fl._shared_max_len = lk.end - lk.start
+        fl._index(lk)
         return fl
 
     def take_sole(self, owner: OwnerKey, start: int, end: int) -> Lock | None:

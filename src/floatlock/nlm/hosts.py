@@ -191,13 +191,9 @@ class HostTable:
         self.node_name = node_name
         self.idle_timeout = idle_timeout
         self.max_hosts = max_hosts
-        self._hosts: dict[HostKey, Host] = {}
+        self._hosts: dict[tuple[str, ServerAddress], Host] = {}  # by HostKey (a tuple)
         self._by_client: dict[str, dict[HostKey, None]] = {}
         self._by_server: dict[ServerAddress, dict[HostKey, None]] = {}
-        #: (source IP, caller_name, server) as a request gives them -> its host: one tuple
-        #: and one dict probe per request instead of folding the address and building a
-        #: HostKey.  Emptied whenever a host is removed (rare: collection, drops).
-        self._recent: dict[tuple[str, str, ServerAddress], Host] = {}
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -229,26 +225,15 @@ class HostTable:
 
         Raises :class:`HostLimitError` when a new host would exceed ``max_hosts``.
         """
-        recent = self._recent
-        host = recent.get((client_ip, caller_name, server))
-        # A hit still checks the host's latest address and name: a host reached from two
-        # addresses (or with two caller_names) follows the latest, as the slow path does.
-        if (
-            host is not None
-            and host.addr == client_ip
-            and (not caller_name or host.caller_name == caller_name)
-        ):
-            host.last_seen = now
-            return host
         addr = canonical_ip(client_ip) if ":" in client_ip else client_ip
-        key = HostKey(
-            caller_name if self.use_caller_name and caller_name else addr,
-            server if self.virtual_server else ANY_SERVER,
-        )
-        host = self._hosts.get(key)
+        # A plain tuple finds the HostKey (a named tuple hashes and compares as one): the
+        # HostKey itself is built only for a new host, not once per request.
+        client = caller_name if self.use_caller_name and caller_name else addr
+        host = self._hosts.get((client, server if self.virtual_server else ANY_SERVER))
         if host is None:
             if len(self._hosts) >= self.max_hosts:
                 raise HostLimitError(f"host table full ({self.max_hosts} hosts)")
+            key = HostKey(client, server if self.virtual_server else ANY_SERVER)
             host = Host(key, addr, caller_name, server)
             if not self.virtual_server:
                 host.my_name = self.node_name
@@ -260,9 +245,6 @@ class HostTable:
             if caller_name:
                 host.caller_name = caller_name
         host.last_seen = now
-        if len(recent) >= 4 * self.max_hosts:
-            recent.clear()
-        recent[(client_ip, caller_name, server)] = host
         return host
 
     def find_monitored(self, mon_name: str, priv: bytes) -> Host | None:
@@ -343,7 +325,6 @@ class HostTable:
 
     def _remove(self, host: Host) -> None:
         key = host.key
-        self._recent.clear()
         del self._hosts[key]
         clients = self._by_client[key.client]
         del clients[key]

@@ -314,10 +314,10 @@ class KernelMirror:
     def unlock(self, owner: Hashable, file_key: Hashable, start: int, end: int) -> None:
         """Release ``[start, end)`` of ``owner`` (nothing happens where it held nothing)."""
         ofd = self._ofds.get((owner, file_key))
-        if ofd is None or start >= KERNEL_END or end <= start:
-            return  # (kernel_extent's None: nothing was mirrored)
-        length = 0 if end >= KERNEL_END else end - start
-        fcntl.fcntl(ofd.fd, F_OFD_SETLK, _FLOCK.pack(_UNLCK, _SEEK_SET, start, length, 0))
+        ext = kernel_extent(start, end)
+        if ofd is None or ext is None:
+            return
+        fcntl.fcntl(ofd.fd, F_OFD_SETLK, _FLOCK.pack(_UNLCK, _SEEK_SET, ext[0], ext[1], 0))
 
     def test(
         self, owner: Hashable, file: LockFile, start: int, end: int, exclusive: bool

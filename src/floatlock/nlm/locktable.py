@@ -98,16 +98,20 @@ class LockTable:
             self._owner_files.setdefault(owner, {})[file] = None
             self._host_owners.setdefault(host, {})[owner] = None
         elif had and not has:
-            owned = self._owner_files[owner]
-            del owned[file]
-            if not owned:
-                del self._owner_files[owner]
-                owners = self._host_owners[host]
-                del owners[owner]
-                if not owners:
-                    del self._host_owners[host]
+            self._unindex_owner(file, owner, host)
         if not fl:
             del files[file]
+
+    def _unindex_owner(self, file: FileKey, owner: OwnerKey, host: HostKey) -> None:
+        """``owner`` (of ``host``) holds nothing on ``file`` any more: drop it from the indexes."""
+        owned = self._owner_files[owner]
+        del owned[file]
+        if not owned:
+            del self._owner_files[owner]
+            owners = self._host_owners[host]
+            del owners[owner]
+            if not owners:
+                del self._host_owners[host]
 
     def release(self, file: FileKey, owner: OwnerKey, start: int, end: int) -> list[Lock]:
         """Unlock ``[start, end)`` of ``owner`` on ``file``; return the pieces released."""
@@ -124,14 +128,7 @@ class LockTable:
                 counts[host] = count
             else:
                 del counts[host]
-            owned = self._owner_files[owner]
-            del owned[file]
-            if not owned:
-                del self._owner_files[owner]
-                owners = self._host_owners[host]
-                del owners[owner]
-                if not owners:
-                    del self._host_owners[host]
+            self._unindex_owner(file, owner, host)
             if not fl:
                 del self._files[file]
             return [lk]

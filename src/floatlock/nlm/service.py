@@ -114,8 +114,7 @@ class NlmService:
 
     def host_for(self, caller_name: str, call: Call, now: float) -> Host:
         """The host of a request (raises HostLimitError when the table is full)."""
-        ip = call.client[0]  # (Call.client_ip, without the property call: every request)
-        return self.hosts.lookup(ip if type(ip) is str else str(ip), caller_name, call.server, now)
+        return self.hosts.lookup(call.client_ip, caller_name, call.server, now)
 
     def needs_monitor(self, host: Host) -> bool:
         return not host.monitored
@@ -335,18 +334,13 @@ class NlmService:
             self._prune(fkey)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
         kind = type(r)
-        if type(r) is LockGranted:
-            effects = r.effects
-            if len(effects) == 1 and type(effects[0]) is fx.Granted:
-                # Nothing else happened (the common case): the kernel holds it already, the
-                # file is in use now, no callback to send.
-                return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), [effects[0]])
-        elif type(r) is LockBlocked:
+        if type(r) is LockBlocked:
             self._waiting[_wkey(r.blocked.lock)] = Waiting(
                 host, call.vers, a.cookie, lk, a.exclusive, msg
             )
         self._apply(r.effects, out)
-        self._prune(fkey)
+        if kind is not LockGranted:
+            self._prune(fkey)  # (a granted lock keeps its file in use: nothing to prune)
         return Outcome(Res(a.cookie, _LOCK_STAT[kind]), out)
 
     # -- CANCEL / UNLOCK ------------------------------------------------------------------
@@ -390,12 +384,7 @@ class NlmService:
         except LockRangeError:
             self._prune_resolved(lk.fh)
             return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
-        if len(effects) == 1 and type(effects[0]) is fx.Released:
-            # The owner's own piece, released in the kernel already, and nothing woken (the
-            # common case): what _apply would do, without its loop.
-            out.append(effects[0])
-            self._close_if_idle(owner, fkey)
-        elif effects:
+        if effects:
             # The owner's Released pieces come first: _apply closes its idle description.
             self._apply(effects, out, (owner, start, end))
         else:
