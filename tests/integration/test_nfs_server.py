@@ -36,11 +36,10 @@ from floatlock.nfs.proto import (
     DirOpArgs,
     Ftype3,
     Nfsstat3,
-    NfsTime,
-    Sattr3,
     StableHow,
 )
 from floatlock.nfs.proto_args import CreateArgs, MknodArgs
+from floatlock.nfs.proto_attr import NfsTime, Sattr3
 from floatlock.nfs.proto_mount import Mountstat3
 from floatlock.nfs.service import NfsServer
 from floatlock.rpc.dispatch import Dispatcher

@@ -12,9 +12,10 @@ import pytest
 
 from floatlock.net.recordmark import RecordReader, frame
 from floatlock.nfs.client import ROOT_CRED
-from floatlock.nfs.proto import CreateMode, DirOpArgs, Nfsstat3, Sattr3, StableHow
+from floatlock.nfs.proto import CreateMode, DirOpArgs, Nfsstat3, StableHow
 from floatlock.nfs.proto_args import CreateArgs, FhArgs, WriteArgs
-from floatlock.nfs.proto_res import WriteRes
+from floatlock.nfs.proto_attr import Sattr3
+from floatlock.nfs.proto_res_io import WriteRes
 from floatlock.rpc.message import encode_call, parse_reply
 from floatlock.xdr import Decoder, Encoder
 

@@ -51,7 +51,7 @@ from floatlock.net import client as net_client
 from floatlock.net.client import RpcClient
 from floatlock.net.recordmark import LAST_FRAGMENT, frame
 from floatlock.nfs.client import MountClient, NfsClient
-from floatlock.nfs.proto import NFS_PROGRAM, CreateMode, DirOpArgs, Ftype3, NfsTime, Sattr3
+from floatlock.nfs.proto import NFS_PROGRAM, CreateMode, DirOpArgs, Ftype3
 from floatlock.nfs.proto_args import (
     AccessArgs,
     CreateArgs,
@@ -66,6 +66,7 @@ from floatlock.nfs.proto_args import (
     SymlinkArgs,
     WriteArgs,
 )
+from floatlock.nfs.proto_attr import NfsTime, Sattr3
 from floatlock.nfs.proto_mount import MOUNT_PROGRAM, encode_dirpath
 from floatlock.nlm.client import NlmClient
 from floatlock.nlm.codec import NlmCodec, codec_for

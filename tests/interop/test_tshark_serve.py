@@ -56,7 +56,8 @@ DRIVER = r"""
 import asyncio, json, sys
 from floatlock.net.client import RpcClient, rpc_call
 from floatlock.nfs.client import MountClient, NfsClient
-from floatlock.nfs.proto import CreateMode, DirOpArgs, Sattr3
+from floatlock.nfs.proto import CreateMode, DirOpArgs
+from floatlock.nfs.proto_attr import Sattr3
 from floatlock.nfs.proto_args import CreateArgs
 from floatlock.nlm.client import NlmClient
 from floatlock.nlm.proto import Nlm4Stat

@@ -32,19 +32,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from floatlock.config import Config, ExportSection, PortmapSection, ServerSection
-from floatlock.nfs import proto_res
-from floatlock.nfs.proto import (
-    CreateMode,
-    DirOpArgs,
-    Fattr3,
-    Ftype3,
-    Nfsstat3,
-    NfsTime,
-    Sattr3,
-    StableHow,
-    WccAttr,
-    WccData,
-)
+from floatlock.nfs import proto_res, proto_res_fs, proto_res_io
+from floatlock.nfs.proto import CreateMode, DirOpArgs, Ftype3, Nfsstat3, StableHow
 from floatlock.nfs.proto_args import (
     AccessArgs,
     CreateArgs,
@@ -59,6 +48,7 @@ from floatlock.nfs.proto_args import (
     SymlinkArgs,
     WriteArgs,
 )
+from floatlock.nfs.proto_attr import Fattr3, NfsTime, Sattr3, WccAttr, WccData
 from floatlock.nfs.proto_dirlist import DirEntry, ReaddirRes
 from floatlock.nfs.proto_mount import (
     ExportNode,
@@ -214,22 +204,22 @@ RESULT_DECODERS: dict[str, Decode] = {
     "nfs-readdir-res": _bound(ReaddirRes.decode, False),
     "nfs-readdirplus-res": _bound(ReaddirRes.decode, True),
     **{
-        f"nfs-{name}": getattr(proto_res, name).decode
-        for name in (
-            "GetattrRes",
-            "WccRes",
-            "LookupRes",
-            "AccessRes",
-            "ReadlinkRes",
-            "ReadRes",
-            "WriteRes",
-            "CreateRes",
-            "RenameRes",
-            "LinkRes",
-            "FsstatRes",
-            "FsinfoRes",
-            "PathconfRes",
-            "CommitRes",
+        f"nfs-{res.__name__}": res.decode
+        for res in (
+            proto_res.GetattrRes,
+            proto_res.WccRes,
+            proto_res.LookupRes,
+            proto_res.AccessRes,
+            proto_res_io.ReadlinkRes,
+            proto_res_io.ReadRes,
+            proto_res_io.WriteRes,
+            proto_res.CreateRes,
+            proto_res.RenameRes,
+            proto_res.LinkRes,
+            proto_res_fs.FsstatRes,
+            proto_res_fs.FsinfoRes,
+            proto_res_fs.PathconfRes,
+            proto_res_io.CommitRes,
         )
     },
 }

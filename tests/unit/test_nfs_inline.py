@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from floatlock.nfs import ops_dir, ops_io
+from floatlock.nfs import ops_create, ops_io, ops_lookup
 from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
 from floatlock.nfs.exports import parse_exports
 from floatlock.nfs.openfiles import OpenFiles
-from floatlock.nfs.proto import CreateMode, DirOpArgs, Nfsstat3, Sattr3
+from floatlock.nfs.proto import CreateMode, DirOpArgs, Nfsstat3
 from floatlock.nfs.proto_args import CreateArgs, ReadArgs
-from floatlock.nfs.proto_res import CreateRes, ReadRes
+from floatlock.nfs.proto_attr import Sattr3
+from floatlock.nfs.proto_res import CreateRes
+from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.resolver import NotCached, Resolver
 from floatlock.rpc.message import AuthSys
 from floatlock.xdr import Decoder
@@ -67,24 +69,24 @@ def test_lookup_inline_needs_the_directory_cached(state: tuple[Path, ServerState
     export, st = state
     fh = _fh(st, export)
     with pytest.raises(NotCached):
-        ops_dir.lookup3(_req(st), DirOpArgs(fh, "f"))
+        ops_lookup.lookup3(_req(st), DirOpArgs(fh, "f"))
     st.resolver.open_handle(fh).close()
-    res = ops_dir.lookup3(_req(st), DirOpArgs(fh, "f"))  # child opened inline
+    res = ops_lookup.lookup3(_req(st), DirOpArgs(fh, "f"))  # child opened inline
     assert res.status == Nfsstat3.OK
     assert res.fh == _fh(st, export / "f")
     assert res.attr is not None and res.attr.size == 5
     assert res.fh in st.resolver.cache
-    again = ops_dir.lookup3(_req(st), DirOpArgs(fh, "f"))  # child from the cache
-    worker = ops_dir.lookup3(_req(st, inline=False), DirOpArgs(fh, "f"))
+    again = ops_lookup.lookup3(_req(st), DirOpArgs(fh, "f"))  # child from the cache
+    worker = ops_lookup.lookup3(_req(st, inline=False), DirOpArgs(fh, "f"))
     assert again == worker
-    assert ops_dir.lookup3(_req(st), DirOpArgs(fh, "nope")).status == Nfsstat3.NOENT
+    assert ops_lookup.lookup3(_req(st), DirOpArgs(fh, "nope")).status == Nfsstat3.NOENT
 
 
 def test_lookup_inline_checks_as_the_caller(state: tuple[Path, ServerState]) -> None:
     export, st = state
     fh = _cached_fh(st, export / "private")
-    assert ops_dir.lookup3(_req(st, USER), DirOpArgs(fh, "p")).status == Nfsstat3.ACCES
-    assert ops_dir.lookup3(_req(st), DirOpArgs(fh, "p")).status == Nfsstat3.OK
+    assert ops_lookup.lookup3(_req(st, USER), DirOpArgs(fh, "p")).status == Nfsstat3.ACCES
+    assert ops_lookup.lookup3(_req(st), DirOpArgs(fh, "p")).status == Nfsstat3.OK
 
 
 def _create(
@@ -103,7 +105,7 @@ def test_create_existing_inline(state: tuple[Path, ServerState]) -> None:
 
     def run(a: CreateArgs, user: AuthSys = ROOT, *, inline: bool = True) -> CreateRes:
         a = CreateArgs(DirOpArgs(fh, a.where.name), a.mode, a.attrs, a.verf)
-        return ops_dir.create3(_req(st, user, inline=inline), a)
+        return ops_create.create3(_req(st, user, inline=inline), a)
 
     res = run(_create("f", mode=0o600))
     assert res.status == Nfsstat3.OK and res.fh == _fh(st, export / "f")
@@ -128,14 +130,14 @@ def test_create_inline_permission_and_read_only(
     export, st = state
     fh = _cached_fh(st, export / "private")
     a = CreateArgs(DirOpArgs(fh, "p"), CreateMode.UNCHECKED, Sattr3())
-    assert ops_dir.create3(_req(st, USER), a).status == Nfsstat3.ACCES
-    assert ops_dir.create3(_req(st), a).status == Nfsstat3.OK
+    assert ops_create.create3(_req(st, USER), a).status == Nfsstat3.ACCES
+    assert ops_create.create3(_req(st), a).status == Nfsstat3.OK
     ro = Resolver(parse_exports(f"{export} *(ro,no_root_squash)"), KEY, sweeper=False)
     try:
         ro_state = ServerState(ro, ExportAccess(resolve_names=False), b"v" * 8, st.files)
         rfh = _cached_fh(ro_state, export)
         ra = CreateArgs(DirOpArgs(rfh, "f"), CreateMode.UNCHECKED, Sattr3())
-        assert ops_dir.create3(_req(ro_state), ra).status == Nfsstat3.ROFS
+        assert ops_create.create3(_req(ro_state), ra).status == Nfsstat3.ROFS
     finally:
         ro.close()
 

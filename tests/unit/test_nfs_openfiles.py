@@ -8,8 +8,8 @@ from typing import cast
 
 import pytest
 
+from floatlock.nfs.exportroot import ExportRoot
 from floatlock.nfs.openfiles import OpenFiles
-from floatlock.nfs.resolver import ExportRoot
 
 ROOT = cast(ExportRoot, None)  # the cache only carries it
 

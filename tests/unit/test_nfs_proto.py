@@ -6,18 +6,7 @@ from typing import Any
 
 import pytest
 
-from floatlock.nfs.proto import (
-    CreateMode,
-    DirOpArgs,
-    Fattr3,
-    Ftype3,
-    Nfsstat3,
-    NfsTime,
-    Sattr3,
-    StableHow,
-    WccAttr,
-    WccData,
-)
+from floatlock.nfs.proto import CreateMode, DirOpArgs, Ftype3, Nfsstat3, StableHow
 from floatlock.nfs.proto_args import (
     CreateArgs,
     MknodArgs,
@@ -25,6 +14,7 @@ from floatlock.nfs.proto_args import (
     SetattrArgs,
     WriteArgs,
 )
+from floatlock.nfs.proto_attr import Fattr3, NfsTime, Sattr3, WccAttr, WccData
 from floatlock.nfs.proto_dirlist import DirEntry, ReaddirRes, entry_size
 from floatlock.nfs.proto_mount import (
     ExportNode,
@@ -36,13 +26,9 @@ from floatlock.nfs.proto_mount import (
     encode_exportlist,
     encode_mountlist,
 )
-from floatlock.nfs.proto_res import (
-    CreateRes,
-    FsinfoRes,
-    LookupRes,
-    ReadRes,
-    WriteRes,
-)
+from floatlock.nfs.proto_res import CreateRes, LookupRes
+from floatlock.nfs.proto_res_fs import FsinfoRes
+from floatlock.nfs.proto_res_io import ReadRes, WriteRes
 from floatlock.xdr import Decoder, Encoder, XdrError
 
 T = NfsTime(1_700_000_000, 123)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from floatlock.nfs.proto import Fattr3, Ftype3, Nfsstat3, NfsTime
-from floatlock.nfs.proto_res import ReadRes
+from floatlock.nfs.proto import Ftype3, Nfsstat3
+from floatlock.nfs.proto_attr import Fattr3, NfsTime
+from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.readbuf import ReadBuffers
 from floatlock.xdr import Decoder
 

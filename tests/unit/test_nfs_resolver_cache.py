@@ -10,8 +10,9 @@ import pytest
 
 from floatlock.nfs.errors import NfsError
 from floatlock.nfs.exports import parse_exports
+from floatlock.nfs.handlecache import HandleCache
 from floatlock.nfs.proto import Nfsstat3
-from floatlock.nfs.resolver import HandleCache, NotCached, Resolver
+from floatlock.nfs.resolver import NotCached, Resolver
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (open_by_handle_at)")
 

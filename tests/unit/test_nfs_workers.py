@@ -9,7 +9,7 @@ import pytest
 
 from floatlock.nfs.malloc import tune_for_large_buffers
 from floatlock.nfs.proto import Nfsstat3
-from floatlock.nfs.proto_res import ReadRes
+from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.workers import Workers
 from floatlock.xdr import Decoder
 

@@ -13,7 +13,7 @@ Binding is :func:`floatlock.net.bind.bind_source`, re-exported here.
 * **Calls.**  Each call gets the next xid (random start, then +1, mod 2**32: RFC 5531 section
   9 only asks that xids differ between outstanding calls) and a future in the pending table.
   A reply is matched by xid; anything else (unknown xid, not a reply, undecodable) is counted
-  and dropped.  Many calls may be outstanding on one client.
+  and dropped (:mod:`floatlock.net.replies`).  Many calls may be outstanding on one client.
 * **UDP** is at-least-once: the call is retransmitted, same xid and bytes, after ``rto``
   seconds, doubling up to ``max_rto``, at most ``retries`` times, until the overall timeout
   (the server's duplicate request cache makes the repeats harmless).  The socket is
@@ -24,6 +24,8 @@ Binding is :func:`floatlock.net.bind.bind_source`, re-exported here.
 * Errors: :class:`RpcTimeout` (a :class:`TimeoutError`) when no reply came in time;
   :class:`~floatlock.rpc.message.RpcError` for a reply that was denied or not accepted with
   SUCCESS (its ``accept_stat`` tells PROG_UNAVAIL, PROC_UNAVAIL, ...) or malformed.
+  ``RpcTimeout`` and ``RpcConnectionError`` live with the reply matching
+  (:mod:`floatlock.net.replies`) and are re-exported here.
 
 Retransmission timers are plain loop callbacks, not tasks: a call costs one future and one
 timer handle.
@@ -32,15 +34,21 @@ timer handle.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import socket
 from typing import Any, Literal
 
 from floatlock.net.bind import bind_source, peer_address
-from floatlock.net.recordmark import RecordError, RecordReader, frame
-from floatlock.rpc.message import AuthSys, RpcError, encode_call, parse_reply, reply_xid
-from floatlock.xdr import XdrError
+from floatlock.net.recordmark import frame
+from floatlock.net.replies import (
+    PendingCall,
+    ReplySink,
+    RpcConnectionError,
+    RpcTimeout,
+    TcpReplyProtocol,
+    UdpReplyProtocol,
+)
+from floatlock.rpc.message import AuthSys, encode_call
 
 __all__ = [
     "RpcClient",
@@ -50,113 +58,7 @@ __all__ = [
     "rpc_call",
 ]
 
-log = logging.getLogger("floatlock.net.client")
-
 Transport = Literal["udp", "tcp"]
-
-
-class RpcTimeout(TimeoutError):
-    """No reply arrived within the call's timeout."""
-
-
-class RpcConnectionError(ConnectionError):
-    """The TCP connection closed (or could not be made) before the reply arrived."""
-
-
-class _Pending:
-    """One outstanding call: its future, its bytes (UDP resends them) and its timer."""
-
-    __slots__ = ("deadline", "fut", "msg", "rto", "sends", "timer")
-
-    def __init__(self, fut: asyncio.Future[bytes], msg: bytes, deadline: float, rto: float):
-        self.fut = fut
-        self.msg = msg
-        self.deadline = deadline
-        self.rto = rto
-        self.sends = 0
-        self.timer: asyncio.TimerHandle | None = None
-
-
-class _ReplySink:
-    """Matches reply messages to pending calls; shared by the UDP and TCP protocols."""
-
-    __slots__ = ("dropped", "pending")
-
-    def __init__(self) -> None:
-        self.pending: dict[int, _Pending] = {}
-        self.dropped = 0
-
-    def reply(self, data: bytes, *, strict: bool) -> None:
-        """Complete the call ``data`` answers.  ``strict``: a malformed reply fails the call
-        (TCP, where it will not be followed by a good one) instead of being ignored (UDP)."""
-        xid = reply_xid(data)
-        p = self.pending.get(xid) if xid is not None else None
-        if p is None or p.fut.done():
-            self.dropped += 1
-            return
-        try:
-            body = parse_reply(data).body
-        except RpcError as e:
-            p.fut.set_exception(e)
-        except XdrError as e:
-            if strict:
-                p.fut.set_exception(RpcError(f"malformed reply: {e}"))
-            else:
-                self.dropped += 1
-        else:
-            p.fut.set_result(body)
-
-    def fail_all(self, exc: Exception) -> None:
-        for p in self.pending.values():
-            if not p.fut.done():
-                p.fut.set_exception(exc)
-
-
-class _UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("sink",)
-
-    def __init__(self, sink: _ReplySink) -> None:
-        self.sink = sink
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.sink.reply(data, strict=False)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable while the server restarts): keep retransmitting,
-        # the overall timeout decides.
-        log.debug("UDP error: %s", exc)
-
-
-class _TcpProtocol(asyncio.Protocol):
-    __slots__ = ("closed", "reader", "sink", "transport")
-
-    def __init__(self, sink: _ReplySink, max_record: int) -> None:
-        self.sink = sink
-        self.reader = RecordReader(max_record)
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            records = self.reader.feed(data)
-        except RecordError as e:
-            log.warning("closing RPC connection: %s", e)
-            self.closed = True
-            self.sink.fail_all(RpcConnectionError(f"bad reply stream: {e}"))
-            assert self.transport is not None
-            self.transport.abort()
-            return
-        for rec in records:
-            self.sink.reply(rec, strict=True)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        why = f": {exc}" if exc else ""
-        self.sink.fail_all(RpcConnectionError(f"connection closed{why}"))
 
 
 class RpcClient:
@@ -191,10 +93,10 @@ class RpcClient:
         self.max_rto = max_rto
         self.max_record = max_record
         self._loop = asyncio.get_running_loop()
-        self._sink = _ReplySink()
+        self._sink = ReplySink()
         self._xid = random.getrandbits(32)
         self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: _TcpProtocol | None = None
+        self._tcp: TcpReplyProtocol | None = None
         self._connect_lock = asyncio.Lock()
         self._closed = False
         self.retransmits = 0
@@ -282,7 +184,7 @@ class RpcClient:
         try:
             sock.connect(self.addr)
             tr, _ = await self._loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self._sink), sock=sock
+                lambda: UdpReplyProtocol(self._sink), sock=sock
             )
         except BaseException:
             sock.close()
@@ -297,7 +199,7 @@ class RpcClient:
             async with asyncio.timeout(timeout):
                 await self._loop.sock_connect(sock, self.addr)
                 _, proto = await self._loop.create_connection(
-                    lambda: _TcpProtocol(self._sink, self.max_record), sock=sock
+                    lambda: TcpReplyProtocol(self._sink, self.max_record), sock=sock
                 )
         except TimeoutError:
             sock.close()
@@ -347,7 +249,7 @@ class RpcClient:
         xid = self._next_xid()
         msg = encode_call(xid, prog, vers, proc, args, cred)
         fut: asyncio.Future[bytes] = loop.create_future()
-        p = _Pending(fut, msg, loop.time() + limit, self.rto)
+        p = PendingCall(fut, msg, loop.time() + limit, self.rto)
         pending = self._sink.pending
         pending[xid] = p
         try:
@@ -364,7 +266,7 @@ class RpcClient:
             if p.timer is not None:
                 p.timer.cancel()
 
-    def _udp_send(self, p: _Pending) -> None:
+    def _udp_send(self, p: PendingCall) -> None:
         """Send (or resend) a UDP call and arm the next retransmission or the deadline."""
         p.timer = None
         if p.fut.done():
@@ -384,7 +286,7 @@ class RpcClient:
             p.timer = self._loop.call_at(min(now + p.rto, p.deadline), self._udp_send, p)
             p.rto = min(p.rto * 2, self.max_rto)
 
-    def _expire(self, p: _Pending) -> None:
+    def _expire(self, p: PendingCall) -> None:
         p.timer = None
         if not p.fut.done():
             p.fut.set_exception(RpcTimeout(f"no reply from {self.addr[0]} port {self.addr[1]}"))

@@ -7,7 +7,7 @@ server decodes with and returns the decoded result type.  Not a file system clie
 from __future__ import annotations
 
 from floatlock.net.client import RpcClient
-from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, NO_SATTR, DirOpArgs, NfsTime, Sattr3, StableHow
+from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, DirOpArgs, StableHow
 from floatlock.nfs.proto_args import (
     AccessArgs,
     CreateArgs,
@@ -22,6 +22,7 @@ from floatlock.nfs.proto_args import (
     SymlinkArgs,
     WriteArgs,
 )
+from floatlock.nfs.proto_attr import NO_SATTR, NfsTime, Sattr3
 from floatlock.nfs.proto_dirlist import ReaddirRes
 from floatlock.nfs.proto_mount import (
     MOUNT_PROGRAM,
@@ -36,20 +37,15 @@ from floatlock.nfs.proto_mount import (
 )
 from floatlock.nfs.proto_res import (
     AccessRes,
-    CommitRes,
     CreateRes,
-    FsinfoRes,
-    FsstatRes,
     GetattrRes,
     LinkRes,
     LookupRes,
-    PathconfRes,
-    ReadlinkRes,
-    ReadRes,
     RenameRes,
     WccRes,
-    WriteRes,
 )
+from floatlock.nfs.proto_res_fs import FsinfoRes, FsstatRes, PathconfRes
+from floatlock.nfs.proto_res_io import CommitRes, ReadlinkRes, ReadRes, WriteRes
 from floatlock.rpc.message import AuthSys
 from floatlock.xdr import Decoder, Encoder
 

@@ -23,7 +23,8 @@ from floatlock.nfs.errors import NfsError
 from floatlock.nfs.exports import Export, ExportOptions
 from floatlock.nfs.fsuid import acting_as
 from floatlock.nfs.openfiles import OpenFiles
-from floatlock.nfs.proto import Fattr3, Nfsstat3, WccAttr
+from floatlock.nfs.proto import Nfsstat3
+from floatlock.nfs.proto_attr import Fattr3, WccAttr
 from floatlock.nfs.resolver import Obj, Resolver
 from floatlock.rpc.message import AuthSys
 

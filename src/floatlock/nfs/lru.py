@@ -1,7 +1,7 @@
 """A bounded, reference-counted LRU of open descriptors with an idle sweep.
 
 The common part of :class:`floatlock.nfs.openfiles.OpenFiles` (READ/WRITE descriptors) and
-:class:`floatlock.nfs.resolver.HandleCache` (``O_PATH`` descriptors of verified handles):
+:class:`floatlock.nfs.handlecache.HandleCache` (``O_PATH`` descriptors of verified handles):
 entries keyed by a hashable key, indexed by inode (so REMOVE and RENAME can drop every entry
 of the inode they unlink), at most ``max_entries`` (least recently used evicted first), none
 kept ``idle_seconds`` after their last use (a sweeper thread, stopped by :meth:`close`).  An

@@ -16,6 +16,7 @@ import logging
 import os
 
 from floatlock.nfs.context import ExportAccess
+from floatlock.nfs.exportroot import ExportRoot
 from floatlock.nfs.proto_mount import (
     AUTH_SYS,
     MNTPATHLEN,
@@ -24,7 +25,7 @@ from floatlock.nfs.proto_mount import (
     MountRes,
     Mountstat3,
 )
-from floatlock.nfs.resolver import ExportRoot, Resolver
+from floatlock.nfs.resolver import Resolver
 
 log = logging.getLogger("floatlock.mount")
 

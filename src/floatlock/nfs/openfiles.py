@@ -37,8 +37,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from floatlock.nfs.exportroot import ExportRoot
 from floatlock.nfs.lru import RefCountedLru
-from floatlock.nfs.resolver import ExportRoot
 
 DEFAULT_MAX_OPEN = 256
 DEFAULT_IDLE_SECONDS = 2.0

@@ -25,19 +25,11 @@ from floatlock.nfs.proto import (
     FSF3_LINK,
     FSF3_SYMLINK,
     Nfsstat3,
-    NfsTime,
-    Sattr3,
-    WccData,
 )
 from floatlock.nfs.proto_args import AccessArgs, FhArgs, SetattrArgs
-from floatlock.nfs.proto_res import (
-    AccessRes,
-    FsinfoRes,
-    FsstatRes,
-    GetattrRes,
-    PathconfRes,
-    WccRes,
-)
+from floatlock.nfs.proto_attr import NfsTime, Sattr3, WccData
+from floatlock.nfs.proto_res import AccessRes, GetattrRes, WccRes
+from floatlock.nfs.proto_res_fs import FsinfoRes, FsstatRes, PathconfRes
 from floatlock.nfs.resolver import Obj
 
 

@@ -30,9 +30,10 @@ import stat
 from floatlock.nfs.context import Request, attr_of, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
 from floatlock.nfs.openfiles import OpenFile
-from floatlock.nfs.proto import Fattr3, Nfsstat3, StableHow, WccAttr, WccData
+from floatlock.nfs.proto import Nfsstat3, StableHow
 from floatlock.nfs.proto_args import CommitArgs, FhArgs, ReadArgs, WriteArgs
-from floatlock.nfs.proto_res import CommitRes, ReadlinkRes, ReadRes, WriteRes
+from floatlock.nfs.proto_attr import Fattr3, WccAttr, WccData
+from floatlock.nfs.proto_res_io import CommitRes, ReadlinkRes, ReadRes, WriteRes
 from floatlock.nfs.readbuf import ReadBuffers
 from floatlock.nfs.resolver import NotCached, Obj
 

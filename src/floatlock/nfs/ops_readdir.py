@@ -20,8 +20,9 @@ from floatlock.nfs.cookies import cookie_ok, cookie_verifier
 from floatlock.nfs.dirents import read_entries
 from floatlock.nfs.errors import NfsError
 from floatlock.nfs.fhandle import name_to_handle
-from floatlock.nfs.proto import Fattr3, Nfsstat3
+from floatlock.nfs.proto import Nfsstat3
 from floatlock.nfs.proto_args import ReaddirArgs
+from floatlock.nfs.proto_attr import Fattr3
 from floatlock.nfs.proto_dirlist import DirEntry, ReaddirRes, entry_size
 from floatlock.nfs.resolver import Obj
 

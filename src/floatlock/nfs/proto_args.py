@@ -14,18 +14,14 @@ from floatlock.nfs.proto import (
     MAX_PATH,
     NFS3_COOKIEVERFSIZE,
     NFS3_CREATEVERFSIZE,
-    NO_SATTR,
     CreateMode,
     DirOpArgs,
     Ftype3,
-    NfsTime,
-    Sattr3,
     StableHow,
     decode_fh,
-    decode_time,
     encode_fh,
-    encode_time,
 )
+from floatlock.nfs.proto_attr import NO_SATTR, NfsTime, Sattr3, decode_time, encode_time
 from floatlock.xdr import Decoder, Encoder, XdrError
 
 ZERO_VERF = b"\0" * 8

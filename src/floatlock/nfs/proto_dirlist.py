@@ -5,15 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from floatlock.nfs.proto import (
-    NFS3_COOKIEVERFSIZE,
-    Fattr3,
-    Nfsstat3,
-    decode_fh,
-    decode_post_op_attr,
-    encode_fh,
-    encode_post_op_attr,
-)
+from floatlock.nfs.proto import NFS3_COOKIEVERFSIZE, Nfsstat3, decode_fh, encode_fh
+from floatlock.nfs.proto_attr import Fattr3, decode_post_op_attr, encode_post_op_attr
 from floatlock.nfs.proto_res import ZERO_VERF, status_of_reply
 from floatlock.xdr import Decoder, Encoder
 

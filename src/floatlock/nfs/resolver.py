@@ -1,6 +1,7 @@
 """From an NFS file handle to an open file, for NFS and NLM alike.
 
-:class:`Resolver` owns one ``O_PATH`` descriptor per export root (used as the ``mount_fd`` of
+:class:`Resolver` owns one ``O_PATH`` descriptor per export root
+(:class:`~floatlock.nfs.exportroot.ExportRoot`, used as the ``mount_fd`` of
 ``open_by_handle_at``) and turns a handle into an ``O_PATH`` descriptor of the file, after:
 
 1. :class:`~floatlock.nfs.handles.HandleCodec` checked the tag (forged or foreign handle:
@@ -18,12 +19,9 @@
    other filesystems are never reached (the handle is opened relative to the export's mount
    and LOOKUP does not cross mount points).
 
-**Descriptor cache.**  Opening by handle (``open_by_handle_at``, ``fstat``, the ``..`` walk,
-``close``) costs more than a GETATTR itself, so :class:`HandleCache` keeps, per verified
-handle (its exact bytes), the open ``O_PATH`` descriptor and the containment verdict: at most
-``max_entries`` (least recently used evicted first), none idle longer than ``idle_seconds`` (a
-sweeper thread; an ``O_PATH`` descriptor keeps a file removed by a local process allocated
-until it is closed).  Every use re-validates the entry cheaply:
+**Descriptor cache.**  Verified handles stay open in the resolver's
+:class:`~floatlock.nfs.handlecache.HandleCache` (its bounds, sweep and invalidation: that
+module).  Every use re-validates the entry cheaply:
 
 * one ``fstat`` of the descriptor: ``st_nlink`` > 0 (removed files and directories are no
   longer served: the entry is dropped and the handle re-resolved, which gives STALE) and the
@@ -35,12 +33,6 @@ until it is closed).  Every use re-validates the entry cheaply:
   root's path; otherwise, or when it does not match, the full ``..`` walk decides again.  So a
   directory moved out of the export -- by NFS or by a local process -- is refused on its next
   use, as before.
-
-REMOVE, RMDIR and RENAME (over a file) drop the entries of the inode they unlink
-(:meth:`HandleCache.forget_inode`), so its space is freed at once.  A descriptor is closed
-only when no call is using it (entries are reference counted; :meth:`Obj.close` releases).
-LOOKUP and the create procedures add the child's descriptor they opened (and find an existing
-entry by inode: :meth:`HandleCache.acquire_inode`), so the GETATTR or ACCESS that follows hits.
 
 Must be called with the thread's fsuid 0 (``open_by_handle_at`` needs CAP_DAC_READ_SEARCH).
 
@@ -55,15 +47,20 @@ import errno
 import logging
 import os
 import stat
-import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from floatlock.nfs.errors import NfsError
+from floatlock.nfs.exportroot import ExportRoot, fd_path
 from floatlock.nfs.exports import Export
 from floatlock.nfs.fhandle import name_to_handle, open_by_handle
-from floatlock.nfs.handles import MAX_KERNEL_HANDLE, HandleCodec
-from floatlock.nfs.lru import RefCountedLru
+from floatlock.nfs.handlecache import (
+    DEFAULT_IDLE_SECONDS,
+    DEFAULT_MAX_ENTRIES,
+    CachedHandle,
+    HandleCache,
+)
+from floatlock.nfs.handles import HandleCodec
 from floatlock.nfs.proto import Nfsstat3
 from floatlock.nlm.files import StaleHandle
 
@@ -71,58 +68,10 @@ log = logging.getLogger("floatlock.nfs")
 
 _MAX_DEPTH = 4096
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-DEFAULT_MAX_ENTRIES = 4096
-DEFAULT_IDLE_SECONDS = 30.0
-
-
-def _fd_path(fd: int) -> str:
-    return os.readlink(f"/proc/self/fd/{fd}")
 
 
 class NotCached(Exception):
     """``open_handle(cached_only=True)`` of a handle not in the cache."""
-
-
-class ExportRoot:
-    """An export and the open root directory it is served from."""
-
-    __slots__ = ("dev", "export", "fd", "ino", "name_max", "prefix", "root_fh", "whole_fs")
-
-    def __init__(self, export: Export, codec: HandleCodec) -> None:
-        self.export = export
-        # A real descriptor: open_by_handle_at refuses an O_PATH mount_fd (EBADF).
-        fd = os.open(export.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            up = os.stat("..", dir_fd=fd)
-            htype, kernel = name_to_handle(fd)
-            self.name_max = os.fstatvfs(fd).f_namemax
-        except BaseException:
-            os.close(fd)
-            raise
-        if len(kernel) > MAX_KERNEL_HANDLE:
-            os.close(fd)
-            raise ValueError(f"{export.path}: file handles of {len(kernel)} B do not fit NFSv3")
-        self.fd = fd
-        self.dev, self.ino = st.st_dev, st.st_ino
-        self.whole_fs = up.st_dev != st.st_dev or up.st_ino == st.st_ino
-        self.root_fh = codec.encode(export.export_id, htype, kernel)
-        self.prefix = ""  # the root's path + "/" as the kernel names it (a containment hint)
-        self.refresh_prefix()
-
-    def refresh_prefix(self) -> None:
-        try:
-            path = _fd_path(self.fd)
-        except OSError:
-            path = ""
-        # "/" (whole_fs anyway) or an unreachable/deleted root: no fast path, walk.
-        ok = path.startswith("/") and not path.endswith(" (deleted)") and path != "/"
-        self.prefix = path + "/" if ok else ""
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 class Obj:
@@ -201,86 +150,6 @@ class LockFile:
             if e.errno in (errno.ESTALE, errno.ENOENT, errno.EINVAL):
                 raise StaleHandle(str(e)) from None
             raise
-
-
-class CachedHandle:
-    """One cached resolution: a descriptor shared by the calls that hold it (``users``)."""
-
-    __slots__ = (
-        "closed",
-        "dir_gen",
-        "dropped",
-        "fd",
-        "fh",
-        "inode",
-        "is_dir",
-        "last_used",
-        "root",
-        "users",
-    )
-
-    def __init__(
-        self, fh: bytes, root: ExportRoot, fd: int, st: os.stat_result, dir_gen: int, now: float
-    ) -> None:
-        self.fh = fh
-        self.root = root
-        self.fd = fd
-        self.inode = (st.st_dev, st.st_ino)
-        self.is_dir = stat.S_ISDIR(st.st_mode)
-        self.dir_gen = dir_gen  # HandleCache.dir_gen when the containment was last verified
-        self.last_used = now
-        self.users = 0
-        self.dropped = False
-        self.closed = False
-
-
-class HandleCache(RefCountedLru[bytes, CachedHandle]):
-    """Verified handle -> open O_PATH descriptor, bounded and thread safe (module docstring)."""
-
-    ordered_last_used = True  # release does not count as a use
-
-    def __init__(
-        self,
-        max_entries: int = DEFAULT_MAX_ENTRIES,
-        idle_seconds: float = DEFAULT_IDLE_SECONDS,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sweeper: bool = True,
-    ) -> None:
-        self.dir_gen = 0
-        super().__init__(
-            max_entries, idle_seconds, clock=clock, sweeper=sweeper, thread_name="nfs-handles"
-        )
-
-    def _key(self, entry: CachedHandle) -> bytes:
-        return entry.fh
-
-    def __contains__(self, fh: bytes) -> bool:
-        return fh in self._entries
-
-    def acquire(self, fh: bytes) -> CachedHandle | None:
-        """The entry of ``fh``, in use until :meth:`release`; None on a miss."""
-        return self._acquire(fh)
-
-    def acquire_inode(self, root: ExportRoot, dev: int, ino: int) -> CachedHandle | None:
-        """An entry of inode (dev, ino) in export ``root``, in use until release; or None."""
-        with self._lock:
-            for fh, entry in self._by_inode.get((dev, ino), {}).items():
-                if entry.root is root:
-                    return self._use(fh, entry)
-            return None
-
-    def add(
-        self, fh: bytes, root: ExportRoot, fd: int, st: os.stat_result, dir_gen: int
-    ) -> CachedHandle:
-        """Cache ``fd`` (now the cache's) for ``fh``, verified at generation ``dir_gen``;
-        the entry is returned in use."""
-        return self._add(fh, fd, lambda now: CachedHandle(fh, root, fd, st, dir_gen, now))
-
-    def dirs_changed(self) -> None:
-        """A directory was renamed or removed: every directory verdict is re-walked."""
-        with self._lock:
-            self.dir_gen += 1
 
 
 class Resolver:
@@ -379,7 +248,7 @@ class Resolver:
         gen = self.cache.dir_gen
         if entry.dir_gen == gen and root.prefix:
             try:
-                path = _fd_path(entry.fd)
+                path = fd_path(entry.fd)
             except OSError:
                 path = ""
             if path.endswith(" (deleted)"):

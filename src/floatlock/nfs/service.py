@@ -19,7 +19,7 @@ handle not in the cache (``open_by_handle_at`` may read the disk) goes to a work
 LOOKUP inline is one ``fstatat`` of the name as the caller; a child whose inode is not in the
 cache yet is opened (``O_PATH``) and named (``name_to_handle_at``) inline too, about 7 us: both
 walk the dentry the ``fstatat`` just brought into the dcache.  CREATE inline answers only a name
-that exists and is left unchanged (retransmits, ``open(O_CREAT)`` of an existing file: ops_dir
+that exists and is left unchanged (retransmits, ``open(O_CREAT)`` of an existing file: ops_create
 ``_create_existing``); whatever would create or truncate goes to a worker, from the start.  READ
 inline reads with ``preadv2(RWF_NOWAIT)``, which fails rather than wait for the disk: data not
 all in the page cache is read by a worker.  Every inline path raises ``NotCached`` before it
@@ -50,7 +50,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from floatlock.nfs import ops_attr, ops_dir, ops_io, ops_readdir
+from floatlock.nfs import ops_attr, ops_create, ops_io, ops_lookup, ops_readdir, ops_remove
 from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
 from floatlock.nfs.exports import Export
 from floatlock.nfs.malloc import tune_for_large_buffers
@@ -80,7 +80,7 @@ from floatlock.nfs.proto_mount import (
     encode_exportlist,
     encode_mountlist,
 )
-from floatlock.nfs.proto_res import ReadRes
+from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.resolver import NotCached, Resolver
 from floatlock.nfs.workers import Workers
 from floatlock.rpc.dispatch import Call, Dispatcher, EncodedParts, Procedure
@@ -182,20 +182,20 @@ class NfsServer:
         return {
             1: p("GETATTR", ops_attr.getattr3, FhArgs.decode),
             2: p("SETATTR", ops_attr.setattr3, SetattrArgs.decode, False),
-            3: p("LOOKUP", ops_dir.lookup3, DirOpArgs.decode),
+            3: p("LOOKUP", ops_lookup.lookup3, DirOpArgs.decode),
             4: p("ACCESS", ops_attr.access3, AccessArgs.decode),
             5: p("READLINK", ops_io.readlink3, FhArgs.decode),
             6: p("READ", _read3, ReadArgs.decode),
             # decode_at: the data stays a view of the record, not a 1 MiB copy.
             7: p("WRITE", ops_io.write3, WriteArgs.decode, False, WriteArgs.decode_at),
-            8: p("CREATE", ops_dir.create3, CreateArgs.decode, False),
-            9: p("MKDIR", ops_dir.mkdir3, MkdirArgs.decode, False),
-            10: p("SYMLINK", ops_dir.symlink3, SymlinkArgs.decode, False),
-            11: p("MKNOD", ops_dir.mknod3, MknodArgs.decode, False),
-            12: p("REMOVE", ops_dir.remove3, DirOpArgs.decode, False),
-            13: p("RMDIR", ops_dir.rmdir3, DirOpArgs.decode, False),
-            14: p("RENAME", ops_dir.rename3, RenameArgs.decode, False),
-            15: p("LINK", ops_dir.link3, LinkArgs.decode, False),
+            8: p("CREATE", ops_create.create3, CreateArgs.decode, False),
+            9: p("MKDIR", ops_create.mkdir3, MkdirArgs.decode, False),
+            10: p("SYMLINK", ops_create.symlink3, SymlinkArgs.decode, False),
+            11: p("MKNOD", ops_create.mknod3, MknodArgs.decode, False),
+            12: p("REMOVE", ops_remove.remove3, DirOpArgs.decode, False),
+            13: p("RMDIR", ops_remove.rmdir3, DirOpArgs.decode, False),
+            14: p("RENAME", ops_remove.rename3, RenameArgs.decode, False),
+            15: p("LINK", ops_create.link3, LinkArgs.decode, False),
             16: p("READDIR", ops_readdir.readdir3, ReaddirArgs.decode),
             17: p("READDIRPLUS", ops_readdir.readdir3, ReaddirArgs.decode_plus),
             18: p("FSSTAT", ops_attr.fsstat3, FhArgs.decode),

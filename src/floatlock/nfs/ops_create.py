@@ -1,20 +1,13 @@
-"""Directory procedures: LOOKUP, CREATE, MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME, LINK.
+"""The procedures that make a new name: CREATE, MKDIR, SYMLINK, MKNOD, LINK.
 
-RFC 1813 sections 3.3.3 and 3.3.8-3.3.15.  Every name is one component (no '/'), every
-syscall is a ``*at`` call relative to the directory's O_PATH descriptor, made as the caller,
-and every reply carries the directory's weak cache consistency data (section 2.6).
+RFC 1813 sections 3.3.8-3.3.11 and 3.3.15.  Each adds one name to a directory (a new file, or
+for LINK a new link to an existing one); every name is one component, every syscall a ``*at``
+call as the caller, and every reply carries the directory's weak cache consistency data
+(section 2.6).  Apart from LOOKUP (:mod:`floatlock.nfs.ops_lookup`, whose directory and child
+opening these use) and from the procedures that take names away (:mod:`floatlock.nfs.ops_remove`).
 
-REMOVE, RMDIR and RENAME drop the cached descriptors (READ/WRITE ones of
-:mod:`floatlock.nfs.openfiles`, O_PATH ones of the resolver's handle cache) of the file they
-unlink or replace, so its space is freed now rather than when they idle out; RMDIR and the
-RENAME of a directory also make every cached directory verdict be walked again.  LOOKUP
-answers from the handle cache when the child's inode is in it (one ``fstatat`` as the caller).
-LOOKUP, and CREATE of a name that already exists (:func:`_create_existing`), run on the event
-loop thread when the directory's handle is cached (``inline_metadata``, see service.py).
-
-LOOKUP does not cross mount points: a name whose inode is on another filesystem than the
-export is refused with NFS3ERR_ACCES (the handle could not be opened relative to the export).
-LOOKUP of ".." in the export root answers the root itself, never its parent.
+CREATE of a name that already exists (:func:`_create_existing`) runs on the event loop thread
+when the directory's handle is cached (``inline_metadata``, see service.py).
 
 EXCLUSIVE CREATE (section 3.3.8) stores the client's 8-byte verifier in the new file's
 timestamps, as Linux nfsd does: the first four bytes (masked to 31 bits) as mtime seconds,
@@ -30,111 +23,22 @@ import stat
 import struct
 from collections.abc import Callable
 
-from floatlock.nfs.context import (
-    Request,
-    attr_of,
-    check_name,
-    post_attr,
-    pre_attr,
-    status_of,
-)
+from floatlock.nfs.context import Request, attr_of, check_name, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
 from floatlock.nfs.ops_attr import apply_sattr
-from floatlock.nfs.proto import (
-    CreateMode,
-    DirOpArgs,
-    Fattr3,
-    Ftype3,
-    Nfsstat3,
-    Sattr3,
-    WccAttr,
-    WccData,
-)
-from floatlock.nfs.proto_args import (
-    CreateArgs,
-    LinkArgs,
-    MkdirArgs,
-    MknodArgs,
-    RenameArgs,
-    SymlinkArgs,
-)
-from floatlock.nfs.proto_res import CreateRes, LinkRes, LookupRes, RenameRes, WccRes
+from floatlock.nfs.ops_lookup import open_child, open_dir
+from floatlock.nfs.proto import CreateMode, DirOpArgs, Ftype3, Nfsstat3
+from floatlock.nfs.proto_args import CreateArgs, LinkArgs, MkdirArgs, MknodArgs, SymlinkArgs
+from floatlock.nfs.proto_attr import Fattr3, Sattr3, WccAttr, WccData
+from floatlock.nfs.proto_res import CreateRes, LinkRes
 from floatlock.nfs.resolver import NotCached, Obj
 
-_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _VERF = struct.Struct(">II")
-
-
-def _child(req: Request, d: Obj, name: str, st: os.stat_result | None = None) -> Obj:
-    """Open ``name`` in directory ``d`` (O_PATH, no symlink following) as the caller.
-
-    A child already in the handle cache (found by inode after an ``fstatat``) is not opened
-    again; a new descriptor goes into the cache, for the GETATTR or ACCESS that follows.
-    ``st``: that ``fstatat`` as the caller, if the caller just made it."""
-    root = d.root
-    resolver = req.state.resolver
-    if name == "." or (name == ".." and d.st.st_ino == root.ino and d.st.st_dev == root.dev):
-        fd = os.open(".", _O_PATH, dir_fd=d.fd)
-        try:
-            st = os.fstat(fd)
-            fh = resolver.handle_of(root, fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return Obj(root, fd, st, fh)
-    cache = resolver.cache
-    gen = cache.dir_gen  # d is inside the export, so is its child (".." of d: d != root)
-    if st is None:
-        with req.acting():
-            st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
-    if st.st_dev != root.dev:
-        raise NfsError(Nfsstat3.ACCES, "mount point inside the export")
-    entry = cache.acquire_inode(root, st.st_dev, st.st_ino)
-    if entry is not None:
-        return Obj(root, entry.fd, st, entry.fh, cache, entry)
-    with req.acting():
-        fd = os.open(name, _O_PATH, dir_fd=d.fd)
-    try:
-        st = os.fstat(fd)
-        if st.st_dev != root.dev:
-            raise NfsError(Nfsstat3.ACCES, "mount point inside the export")
-        fh = resolver.handle_of(root, fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    return resolver.adopt(root, fd, st, fh, gen)
-
-
-def lookup3(req: Request, a: DirOpArgs) -> LookupRes:
-    """Section 3.3.3."""
-    try:
-        d = req.open(a.dir)
-    except NfsError as e:
-        return LookupRes(e.status)
-    with d:
-        if not d.is_dir:
-            return LookupRes(Nfsstat3.NOTDIR, attr_of(d))
-        try:
-            check_name(a.name)
-            child = _child(req, d, a.name)
-        except (OSError, NfsError) as e:
-            return LookupRes(status_of(e), post_attr(d))
-        with child:
-            # LOOKUP changes nothing in d: its attributes of the open just now are post-op.
-            return LookupRes(Nfsstat3.OK, attr_of(d), child.fh, attr_of(child))
-
-
-def _open_dir(req: Request, fh: bytes) -> Obj:
-    d = req.open(fh, modify=True)
-    if not d.is_dir:
-        d.close()
-        raise NfsError(Nfsstat3.NOTDIR)
-    return d
 
 
 def _created(req: Request, d: Obj, name: str, pre: WccAttr, attrs: Sattr3 | None) -> CreateRes:
     """The reply for a new object ``name``: its handle and attributes, the dir's wcc."""
-    child = _child(req, d, name)
+    child = open_child(req, d, name)
     with child:
         if attrs is not None:
             with req.acting():
@@ -163,7 +67,7 @@ def _create_existing(req: Request, a: CreateArgs) -> CreateRes:
     checked only for a name that does not exist), the permission the ``fstatat`` as the caller
     needs here; then only the size is applied, and an unchanged size is no change at all."""
     try:
-        d = _open_dir(req, a.where.dir)
+        d = open_dir(req, a.where.dir)
     except NfsError as e:
         return CreateRes(e.status)
     with d:
@@ -185,7 +89,7 @@ def _create_existing(req: Request, a: CreateArgs) -> CreateRes:
                 raise NfsError(Nfsstat3.EXIST)
             elif a.attrs.size is not None and a.attrs.size != st.st_size:
                 raise NotCached  # a truncate may take long: a worker's job
-            child = _child(req, d, name, st)
+            child = open_child(req, d, name, st)
         except (OSError, NfsError) as e:
             return CreateRes(status_of(e), WccData(pre, attr_of(d)))
         with child:
@@ -199,7 +103,7 @@ def _create_in(
     """The frame of CREATE, MKDIR, SYMLINK and MKNOD: open directory ``where.dir`` for
     modification, check the new name, ``make(d, pre, name)``; a failure carries d's wcc."""
     try:
-        d = _open_dir(req, where.dir)
+        d = open_dir(req, where.dir)
     except NfsError as e:
         return CreateRes(e.status)
     with d:
@@ -313,100 +217,6 @@ def mknod3(req: Request, a: MknodArgs) -> CreateRes:
     return _create_in(req, a.where, make)
 
 
-def _stat_of(d: Obj, name: str) -> os.stat_result | None:
-    """The attributes of ``name`` in ``d`` if it exists: the cached descriptors of what
-    REMOVE, RMDIR or RENAME unlinks are dropped (floatlock.nfs.openfiles, resolver)."""
-    try:
-        return os.stat(name, dir_fd=d.fd, follow_symlinks=False)
-    except OSError:
-        return None
-
-
-def _forget(req: Request, st: os.stat_result | None) -> None:
-    if st is None:
-        return
-    if stat.S_ISREG(st.st_mode):
-        req.state.files.forget_inode(st.st_dev, st.st_ino)
-    req.state.resolver.cache.forget_inode(st.st_dev, st.st_ino)
-
-
-def _remove(req: Request, a: DirOpArgs, rmdir: bool) -> WccRes:
-    try:
-        d = _open_dir(req, a.dir)
-    except NfsError as e:
-        return WccRes(e.status)
-    with d:
-        pre = pre_attr(d)
-        try:
-            check_name(a.name)
-            if a.name == ".":
-                raise NfsError(Nfsstat3.INVAL if rmdir else Nfsstat3.ISDIR)
-            if a.name == "..":
-                raise NfsError(Nfsstat3.NOTEMPTY if rmdir else Nfsstat3.ISDIR)
-            gone = _stat_of(d, a.name)
-            with req.acting():
-                if rmdir:
-                    os.rmdir(a.name, dir_fd=d.fd)
-                else:
-                    os.unlink(a.name, dir_fd=d.fd)
-            if rmdir:
-                req.state.resolver.cache.dirs_changed()
-            _forget(req, gone)
-        except (OSError, NfsError) as e:
-            return WccRes(status_of(e), WccData(pre, post_attr(d)))
-        return WccRes(Nfsstat3.OK, WccData(pre, post_attr(d)))
-
-
-def remove3(req: Request, a: DirOpArgs) -> WccRes:
-    """Section 3.3.12 (a directory gives EISDIR from unlinkat, so NFS3ERR_ISDIR)."""
-    return _remove(req, a, rmdir=False)
-
-
-def rmdir3(req: Request, a: DirOpArgs) -> WccRes:
-    """Section 3.3.13."""
-    return _remove(req, a, rmdir=True)
-
-
-def rename3(req: Request, a: RenameArgs) -> RenameRes:
-    """Section 3.3.14: both directories must be in the same export (else NFS3ERR_XDEV)."""
-    try:
-        src = _open_dir(req, a.src.dir)
-    except NfsError as e:
-        return RenameRes(e.status)
-    with src:
-        pre_src = pre_attr(src)
-        try:
-            dst = _open_dir(req, a.dst.dir)
-        except NfsError as e:
-            return RenameRes(e.status, WccData(pre_src, post_attr(src)))
-        with dst:
-            pre_dst = pre_attr(dst)
-            status = Nfsstat3.OK
-            try:
-                if src.root is not dst.root:
-                    raise NfsError(Nfsstat3.XDEV)
-                check_name(a.src.name)
-                check_name(a.dst.name)
-                if a.src.name in (".", "..") or a.dst.name in (".", ".."):
-                    raise NfsError(Nfsstat3.INVAL)
-                moved = _stat_of(src, a.src.name)
-                replaced = _stat_of(dst, a.dst.name)
-                with req.acting():
-                    os.rename(a.src.name, a.dst.name, src_dir_fd=src.fd, dst_dir_fd=dst.fd)
-                if moved is None or stat.S_ISDIR(moved.st_mode):
-                    req.state.resolver.cache.dirs_changed()  # re-walk directory verdicts
-                if replaced is not None and (
-                    moved is None
-                    or (replaced.st_dev, replaced.st_ino) != (moved.st_dev, moved.st_ino)
-                ):
-                    _forget(req, replaced)
-            except (OSError, NfsError) as e:
-                status = status_of(e)
-            return RenameRes(
-                status, WccData(pre_src, post_attr(src)), WccData(pre_dst, post_attr(dst))
-            )
-
-
 def link3(req: Request, a: LinkArgs) -> LinkRes:
     """Section 3.3.15: linkat(2) of the file's /proc/self/fd path (no CAP needed)."""
     try:
@@ -415,7 +225,7 @@ def link3(req: Request, a: LinkArgs) -> LinkRes:
         return LinkRes(e.status)
     with obj:
         try:
-            d = _open_dir(req, a.link.dir)
+            d = open_dir(req, a.link.dir)
         except NfsError as e:
             return LinkRes(e.status, attr_of(obj))
         with d:
