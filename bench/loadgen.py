@@ -54,6 +54,8 @@ CFLAGS = ("-O2", "-Wall", "-Wextra", "-Werror")
 MAX_SECONDS = 60.0  # the C tool's own hard limit for warm-up and for measurement
 DRAIN_SECONDS = 5.0
 MAX_INFLIGHT = 1024
+MAX_MSG_UDP = 65000  # rpcload's limits on one call message (bench/c/rpcload.c): a datagram
+MAX_MSG_TCP = 2 << 20  # ... and a record: a 1 MiB NFS WRITE with its headers
 
 
 class LoadError(RuntimeError):
@@ -135,8 +137,9 @@ def null_call(xid: int, prog: int, vers: int, proc: int = 0, body: bytes = b"") 
     return struct.pack(">10I", xid & 0xFFFFFFFF, 0, 2, prog, vers, proc, 0, 0, 0, 0) + body
 
 
-def encode_sequences(sequences: Sequence[Sequence[bytes]]) -> bytes:
-    """Encode call-message sequences in rpcload's -f file format.
+def encode_sequences(sequences: Sequence[Sequence[bytes]], max_msg: int = MAX_MSG_TCP) -> bytes:
+    """Encode call-message sequences in rpcload's -f file format (each message at most
+    ``max_msg`` bytes: rpcload's limit for the transport it will use).
 
     Format (unsigned 32-bit big-endian integers): K, then per sequence M, then per message
     its length and bytes.  Each message is a whole RPC call message (no record mark); its
@@ -150,8 +153,8 @@ def encode_sequences(sequences: Sequence[Sequence[bytes]]) -> bytes:
             raise ValueError("a sequence needs at least one message")
         parts.append(struct.pack(">I", len(seq)))
         for msg in seq:
-            if not 8 <= len(msg) <= 65000:
-                raise ValueError(f"a call message must be 8..65000 bytes, not {len(msg)}")
+            if not 8 <= len(msg) <= max_msg:
+                raise ValueError(f"a call message must be 8..{max_msg} bytes, not {len(msg)}")
             parts.append(struct.pack(">I", len(msg)))
             parts.append(bytes(msg))
     return b"".join(parts)
@@ -227,7 +230,8 @@ def run_load(
     with tempfile.TemporaryDirectory(prefix="rpcload-") as tmp:
         if sequences is not None:
             seqfile = Path(tmp) / "sequences.bin"
-            seqfile.write_bytes(encode_sequences(sequences))
+            max_msg = MAX_MSG_UDP if proto == "udp" else MAX_MSG_TCP
+            seqfile.write_bytes(encode_sequences(sequences, max_msg))
             cmd += ["-f", str(seqfile)]
         try:
             proc_ = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)

@@ -6,9 +6,10 @@ rpcload (sequence mode; each slot its own file), beside the C echo in the same n
 rpcload keeps only the head of each TCP reply, so 1 MiB READ replies cost it nothing; READs
 run over TCP only (a 1 MiB reply does not fit a UDP datagram).
 
-1 MiB WRITEs do not fit rpcload's 65000-byte call limit, so they go through the blocking
-Python client (``bench.nfs_client``), one call at a time, UNSTABLE, over TCP; that figure
-includes the Python client's own cost (two copies of each MiB).
+1 MiB WRITEs go through the blocking Python client (``bench.nfs_client``), one call at a
+time, UNSTABLE, over TCP; that figure includes the Python client's own cost (two copies of
+each MiB).  (rpcload carries calls of up to 2 MiB over TCP: :mod:`bench.nfs_io` drives 1 MiB
+WRITEs with it too.)
 
 CREATE is UNCHECKED on a name that already exists (fixed bytes cannot make new names), so it
 measures Ganesha's create-or-open path.  Reads hit the page cache (the file was just

@@ -52,7 +52,8 @@
 #define MAX_CALLS 100000000LL
 #define MAX_SEQS 65536u
 #define MAX_SEQ_LEN 4096u
-#define MAX_MSG 65000u
+#define MAX_MSG_UDP 65000u        /* a call must fit one datagram */
+#define MAX_MSG_TCP (2u << 20)     /* a 1 MiB NFS WRITE and its headers */
 #define UDP_BATCH 64
 #define UDP_RBUF 65536
 #define TCP_RBUF (256 * 1024)
@@ -694,7 +695,7 @@ static int read32(FILE *f, uint32_t *v)
     return 0;
 }
 
-static void load_sequences(const char *path)
+static void load_sequences(const char *path, uint32_t max_msg)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -711,7 +712,7 @@ static void load_sequences(const char *path)
         q->msgs = xmalloc(sizeof *q->msgs * q->n);
         for (uint32_t j = 0; j < q->n; j++) {
             struct msg *m = &q->msgs[j];
-            if (read32(f, &m->len) < 0 || m->len < 8 || m->len > MAX_MSG)
+            if (read32(f, &m->len) < 0 || m->len < 8 || m->len > max_msg)
                 goto bad;
             m->data = xmalloc(m->len);
             if (fread(m->data, 1, m->len, f) != m->len)
@@ -724,7 +725,7 @@ static void load_sequences(const char *path)
     return;
 bad:
     fprintf(stderr, "rpcload: %s: malformed sequence file (counts, or a message of 8..%u "
-                    "bytes, or trailing data)\n", path, MAX_MSG);
+                    "bytes, or trailing data)\n", path, max_msg);
     exit(2);
 }
 
@@ -830,7 +831,7 @@ int main(int argc, char **argv)
     st.timeout_ns = (uint64_t)timeout_ms * 1000000ULL;
 
     if (seqfile)
-        load_sequences(seqfile);
+        load_sequences(seqfile, udp ? MAX_MSG_UDP : MAX_MSG_TCP);
     else
         null_call_sequence(prog, vers, proc, auth_sys);
     uint32_t maxlen = 0;

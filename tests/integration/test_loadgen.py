@@ -32,6 +32,7 @@ from bench.loadgen import (
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
+MiB = 1 << 20
 HOST = "127.0.0.1"
 NLM_PROG, NLM_VERS = 100021, 4
 PROC_UNAVAIL = 3
@@ -92,6 +93,15 @@ def test_sequences_over_tcp_with_echo(echo: EchoServer) -> None:
     check_complete(result, 600)
     # calls-mode stops issuing measured calls mid-sequence for at most one call per slot
     assert 300 - 6 <= result.sequences <= 300
+
+
+def test_calls_larger_than_a_datagram_go_over_tcp_only(echo: EchoServer) -> None:
+    # A 1 MiB NFS WRITE is one record over TCP (bench.nfs_io's WRITE rows); over UDP such a
+    # call cannot be sent, and the sequence file is refused before rpcload starts.
+    big = null_call(0, NLM_PROG, NLM_VERS, 0) + bytes(MiB)
+    check_complete(run_load(HOST, echo.tcp_port, "tcp", 4, sequences=[[big]] * 4, calls=40), 40)
+    with pytest.raises(ValueError, match="bytes"):
+        run_load(HOST, echo.udp_port, "udp", 1, sequences=[[big]], calls=1)
 
 
 class ScriptedUdpServer:
