@@ -2,19 +2,34 @@
 
 Theory of operation
 -------------------
-One temporary directory is exported by each server in turn (Ganesha first, then floatlock,
-never both at once: the machine's cores are shared).  Each server gets the same work from the
-same clients:
+One temporary directory is exported by both servers at once, each under its own file names
+(``ganesha-meta000`` .. ``ganesha-meta031`` and ``ganesha-big``; ``floatlock-meta000`` ..
+``floatlock-big``), so neither touches the other's files.  Each server gets the same work from
+the same clients; every row below is one *cell*:
 
 * **sequential 1 MiB WRITE** (UNSTABLE, then one COMMIT) and **sequential 1 MiB READ** of a
   ``--file-mib`` file, one call at a time over TCP, from the blocking Python client
-  (``bench.nfs_client``; rpcload cannot send a 1 MiB call, its limit is 65,000 bytes).  The
-  same client runs against both servers, so its own cost (copies of each MiB) is in both
-  figures; MiB/s, median of ``--repeat`` passes.  READ is also driven by rpcload (its calls
-  are small and it keeps only the head of each reply), 1 and 4 in flight;
+  (``bench.nfs_client``).  The same client runs against both servers, so its own cost
+  (copies of each MiB) is in both figures; MiB/s of one pass over the file.  Both are also
+  driven by rpcload over TCP, 1 and 4 in flight, as a client's readahead and write-behind
+  keep several in flight: READ (small calls; rpcload keeps only the head of each reply) and
+  UNSTABLE WRITE (pre-encoded 1 MiB calls: rpcload takes records of up to 2 MiB), READ over
+  the file and WRITE over its first 16 MiB, sequentially, wrapping around (with 4 in flight
+  the slots walk the same offsets side by side);
 * **GETATTR, LOOKUP, CREATE** per second: pre-encoded calls replayed by rpcload in sequence
   mode (one file per slot), 1 and 32 in flight, over TCP and (GETATTR, LOOKUP) UDP.  CREATE is
   UNCHECKED on a name that exists, so it measures the create-or-open path.
+
+**Alternation.**  This machine drifts: measured one whole pass after the other, a server's
+figures moved with whatever else ran during its pass (READ 1 MiB at 1 in flight came out
+0.55x Ganesha in one run, ~0.9x in another).  So both servers stay up for the whole run and
+each cell is measured ``--repeat`` times, the servers taking turns and the order swapped each
+repetition (Ganesha, floatlock; then floatlock, Ganesha; ...), one cell finished before the
+next begins (the same idea as :func:`bench.rpc_null.measure`'s peers).  Printed per server:
+the median of its repetitions; the ratio is the median of the per-repetition ratios
+floatlock/Ganesha (each from two runs seconds apart, so drift mostly cancels), and "ratio
+range" their minimum and maximum, a measure of how far to trust it.  ``--floatlock-only``
+measures floatlock alone the same way and prints its median and range.
 
 **Pinning.**  Every 1-in-flight cell (the Python client's READ and WRITE, rpcload at n=1) runs
 with the load generator *and every thread of the server* pinned to one CPU (``--pin``, default
@@ -22,23 +37,29 @@ with the load generator *and every thread of the server* pinned to one CPU (``--
 call at a time the rate is one round trip after another, and a round trip between two CPUs
 costs ~50 us more on this VM than on one; unpinned, the scheduler's random placement decided
 the figure (floatlock's GETATTR at 1 in flight measured 10k calls/s in one run, 26k in
-another).  Threads a server starts while pinned inherit the CPU.  The cells with several
-calls in flight run unpinned, on all CPUs (the same as :mod:`bench.rpc_null`).
+another).  Threads a server starts while pinned inherit the CPU.  The pinning is applied
+around each run and undone after it, so the idle server (the one not being measured) stays on
+all CPUs.  The cells with several calls in flight run unpinned, on all CPUs (the same as
+:mod:`bench.rpc_null`).
 
 Ganesha runs in its own network namespace (:func:`bench.ganesha.ganesha`) and this thread
-enters it; floatlock runs on the host's loopback as ``python -m floatlock serve --config CFG``
-with ``[portmap] mode = "off"``, fixed ports from :func:`bench.loadgen.free_port`, ``listen =
+enters it for each of Ganesha's runs (its client sockets and rpcload live there); floatlock
+runs on the host's loopback as ``python -m floatlock serve --config CFG`` with ``[portmap]
+mode = "off"``, fixed ports from :func:`bench.loadgen.free_port`, ``listen =
 ["127.0.0.1"]`` and the export ``127.0.0.1(rw,no_root_squash,insecure)`` (Ganesha's export is
-not root-squashed either; rpcload's source ports are not privileged).
+not root-squashed either; rpcload's source ports are not privileged).  The two never share a
+port: Ganesha's are in its namespace.
 
-Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64] [--pin 0]`` as root;
-``--workers N`` and ``--inline true|false`` set floatlock's ``[nfs]`` table,
+Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64] [--pin 0]`` as root
+(about 4.5 minutes with these defaults, 3 with ``--seconds 2``; the elapsed time is printed
+at the end); ``--workers N`` and ``--inline true|false`` set floatlock's ``[nfs]`` table,
 ``--floatlock-only`` skips Ganesha (for sweeps of those settings).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import statistics
@@ -64,10 +85,12 @@ from bench.nfs_client import (
     lookup_args,
     nfs_call,
     read_args,
+    write_args,
 )
 
 MiB = 1 << 20
 SLOTS = 32
+WRITE_MIB = 16  # the span rpcload's WRITE cells rewrite, sequentially, wrapping around
 NFSPROC3_COMMIT = 21
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -177,105 +200,173 @@ def floatlock_serve(
         log.close()
 
 
-def _mib_per_s(mib: int, seconds: list[float]) -> float:
-    return mib / statistics.median(seconds)
+# (what, transports, calls in flight) of the rpcload cells, in the order they are run
+CASES: tuple[tuple[str, tuple[Proto, ...], tuple[int, ...]], ...] = (
+    ("GETATTR", ("tcp", "udp"), (1, 32)),
+    ("LOOKUP", ("tcp", "udp"), (1, 32)),
+    ("CREATE", ("tcp",), (1, 32)),
+    ("WRITE 1MiB", ("tcp",), (1, 4)),
+    ("READ 1MiB", ("tcp",), (1, 4)),
+)
 
 
-def measure(t: Target, args: argparse.Namespace) -> dict[str, float]:
-    """Every figure for one server: MiB/s for the I/O rows, calls/s for the others."""
-    out: dict[str, float] = {}
-    pin = None if args.pin < 0 else args.pin
-    with t.enter():
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A server's own files in the shared directory (names prefixed ``NAME-``), the client
+    that made them, and the rpcload sequences for them (keyed by the names in CASES)."""
+
+    target: Target
+    nfs: NfsClient
+    big: bytes
+    sequences: dict[str, list[list[bytes]]]
+
+
+def open_session(t: Target, file_mib: int, stack: ExitStack) -> Session:
+    """Mount ``t``'s export and create its files; the client is closed by ``stack``."""
+    with t.enter():  # the client's sockets are made (and stay) in the server's namespace
         nfs = NfsClient(t.host, proto="tcp", nfs_port=t.nfs_port, mount_port=t.mount_port)
-        with nfs:
-            root = nfs.mount(t.export)
-            names = [f"meta{i:03d}" for i in range(SLOTS)]
-            fhs = [nfs.create(root, n) for n in names]
-            big = nfs.create(root, "big")
-            block = b"\xa5" * MiB
-            wtimes, rtimes = [], []
-            with pinned(t.pid, pin):
-                _py_io(t, nfs, big, block, args, wtimes, rtimes)
-            if nfs.getattr(big) != args.file_mib * MiB:
-                raise RuntimeError(f"{t.name}: file has the wrong size")
-            out["WRITE 1MiB tcp n=1 py (MiB/s)"] = _mib_per_s(args.file_mib, wtimes)
-            out["READ 1MiB tcp n=1 py (MiB/s)"] = _mib_per_s(args.file_mib, rtimes)
+        stack.enter_context(nfs)
+        root = nfs.mount(t.export)
+        names = [f"{t.name}-meta{i:03d}" for i in range(SLOTS)]
+        fhs = [nfs.create(root, n) for n in names]
+        big = nfs.create(root, f"{t.name}-big")
+    reads = [nfs_call(NfsProc.READ, read_args(big, i * MiB, MiB)) for i in range(file_mib)]
+    block = b"\xa5" * MiB
+    # The first WRITE_MIB MiB of the file, over and over: each slot's sequence is held in
+    # memory by rpcload (and written to its sequence file) once per slot.
+    writes = [
+        nfs_call(NfsProc.WRITE, write_args(big, i * MiB, block, StableHow.UNSTABLE))
+        for i in range(min(file_mib, WRITE_MIB))
+    ]
+    sequences = {
+        "GETATTR": [[nfs_call(NfsProc.GETATTR, fh_args(fh))] for fh in fhs],
+        "LOOKUP": [[nfs_call(NfsProc.LOOKUP, lookup_args(root, n))] for n in names],
+        "CREATE": [[nfs_call(NfsProc.CREATE, create_args(root, n))] for n in names],
+        "WRITE 1MiB": [writes] * 4,
+        "READ 1MiB": [reads] * 4,
+    }
+    return Session(t, nfs, big, sequences)
 
-        reads = [
-            [nfs_call(NfsProc.READ, read_args(big, i * MiB, MiB)) for i in range(args.file_mib)]
-        ] * 4
-        getattr_ = [[nfs_call(NfsProc.GETATTR, fh_args(fh))] for fh in fhs]
-        lookup = [[nfs_call(NfsProc.LOOKUP, lookup_args(root, n))] for n in names]
-        create = [[nfs_call(NfsProc.CREATE, create_args(root, n))] for n in names]
-        cases: list[tuple[str, list[list[bytes]], tuple[Proto, ...], tuple[int, ...]]] = [
-            ("GETATTR", getattr_, ("tcp", "udp"), (1, 32)),
-            ("LOOKUP", lookup, ("tcp", "udp"), (1, 32)),
-            ("CREATE", create, ("tcp",), (1, 32)),
-            ("READ 1MiB", reads, ("tcp",), (1, 4)),
-        ]
-        for what, seqs, protos, inflights in cases:
-            for proto in protos:
-                for n in inflights:
-                    with pinned(t.pid, pin if n == 1 else None) as cpu:
-                        res = run_load(
-                            t.host,
-                            t.nfs_port,
-                            proto,
-                            n,
-                            seconds=args.seconds,
-                            warmup=args.warmup,
-                            sequences=seqs[:n],
-                            cpu=cpu,
-                        )
-                    if res.errors:
-                        raise RuntimeError(f"{t.name} {what}: {res.errors} errors")
-                    unit = "MiB/s" if "READ" in what else "calls/s"
-                    out[f"{what} {proto} n={n} rpcload ({unit})"] = res.calls_per_s
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One cell: ``run(session, cpu)`` measures it once and returns the figure (``cpu``:
+    rpcload's -C, None when unpinned)."""
+
+    label: str
+    inflight: int
+    run: Callable[[Session, int | None], float]
+
+
+def _write_pass(file_mib: int, s: Session, cpu: int | None) -> float:
+    """MiB/s of sequential 1 MiB UNSTABLE WRITEs over the file, then one COMMIT."""
+    block = b"\xa5" * MiB
+    t0 = time.perf_counter()
+    for i in range(file_mib):
+        s.nfs.write(s.big, i * MiB, block, StableHow.UNSTABLE)
+    s.nfs.nfs.call(NFS_PROG, 3, NFSPROC3_COMMIT, read_args(s.big, 0, 0))
+    seconds = time.perf_counter() - t0
+    if s.nfs.getattr(s.big) != file_mib * MiB:
+        raise RuntimeError(f"{s.target.name}: file has the wrong size")
+    return file_mib / seconds
+
+
+def _read_pass(file_mib: int, s: Session, cpu: int | None) -> float:
+    """MiB/s of sequential 1 MiB READs of the file."""
+    t0 = time.perf_counter()
+    for i in range(file_mib):
+        if len(s.nfs.read(s.big, i * MiB, MiB).data) != MiB:
+            raise RuntimeError(f"{s.target.name}: short READ at {i} MiB")
+    return file_mib / (time.perf_counter() - t0)
+
+
+def _rpcload(
+    what: str, proto: Proto, n: int, args: argparse.Namespace, s: Session, cpu: int | None
+) -> float:
+    """One rpcload run of the first ``n`` sequences of ``what``: calls/s (MiB/s for 1 MiB calls)."""
+    t = s.target
+    res = run_load(
+        t.host,
+        t.nfs_port,
+        proto,
+        n,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        sequences=s.sequences[what][:n],
+        cpu=cpu,
+    )
+    if res.errors:
+        raise RuntimeError(f"{t.name} {what}: {res.errors} errors")
+    return res.calls_per_s
+
+
+def rows(args: argparse.Namespace) -> list[Row]:
+    """Every cell, in the order they are measured (WRITE before READ: READ needs the file)."""
+    out = [
+        Row("WRITE 1MiB tcp n=1 py (MiB/s)", 1, functools.partial(_write_pass, args.file_mib)),
+        Row("READ 1MiB tcp n=1 py (MiB/s)", 1, functools.partial(_read_pass, args.file_mib)),
+    ]
+    for what, protos, inflights in CASES:
+        unit = "MiB/s" if "1MiB" in what else "calls/s"
+        for proto in protos:
+            for n in inflights:
+                run = functools.partial(_rpcload, what, proto, n, args)
+                out.append(Row(f"{what} {proto} n={n} rpcload ({unit})", n, run))
     return out
 
 
-def _py_io(
-    t: Target,
-    nfs: NfsClient,
-    big: bytes,
-    block: bytes,
-    args: argparse.Namespace,
-    wtimes: list[float],
-    rtimes: list[float],
-) -> None:
-    """``--repeat`` passes of sequential 1 MiB WRITEs (then COMMIT) and READs of ``big``."""
-    for _ in range(max(1, args.repeat)):
-        t0 = time.perf_counter()
-        for i in range(args.file_mib):
-            nfs.write(big, i * MiB, block, StableHow.UNSTABLE)
-        nfs.nfs.call(NFS_PROG, 3, NFSPROC3_COMMIT, read_args(big, 0, 0))
-        wtimes.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for i in range(args.file_mib):
-            r = nfs.read(big, i * MiB, MiB)
-            if len(r.data) != MiB:
-                raise RuntimeError(f"{t.name}: short READ at {i} MiB")
-        rtimes.append(time.perf_counter() - t0)
+def alternate(
+    sessions: Sequence[Session], row: Row, repeat: int, pin: int | None
+) -> list[dict[str, float]]:
+    """``repeat`` repetitions of one cell, each a run per server, the order of the servers
+    reversed every other repetition; per repetition, {server name: figure}."""
+    reps: list[dict[str, float]] = []
+    for i in range(repeat):
+        rep: dict[str, float] = {}
+        for s in sessions if i % 2 == 0 else sessions[::-1]:
+            t = s.target
+            with t.enter(), pinned(t.pid, pin if row.inflight == 1 else None) as cpu:
+                rep[t.name] = row.run(s, cpu)
+        reps.append(rep)
+    return reps
 
 
-def table(rows: list[tuple[str, float, float]]) -> str:
-    head = ("", "floatlock", "ganesha", "floatlock/ganesha")
-    cells = [head] + [(k, f"{f:,.0f}", f"{g:,.0f}", f"{f / g:.2f}") for k, f, g in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(4)]
-    lines = []
-    for r in cells:
-        lines.append(
-            "  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 4)])
+def table(results: Sequence[tuple[str, list[dict[str, float]]]]) -> str:
+    """Medians per server; with Ganesha, the median and range of the per-repetition ratios
+    floatlock/ganesha, else the range of floatlock's figures."""
+    paired = "ganesha" in results[0][1][0]
+    head = ["", "floatlock"]
+    head += ["ganesha", "floatlock/ganesha", "ratio range"] if paired else ["range"]
+    cells = [head]
+    for label, reps in results:
+        fl = [r["floatlock"] for r in reps]
+        line = [label, f"{statistics.median(fl):,.0f}"]
+        if paired:
+            ga = [r["ganesha"] for r in reps]
+            ratios = [f / g for f, g in zip(fl, ga, strict=True)]
+            line += [f"{statistics.median(ga):,.0f}", f"{statistics.median(ratios):.2f}"]
+            line.append(f"{min(ratios):.2f}-{max(ratios):.2f}")
+        else:
+            line.append(f"{min(fl):,.0f}-{max(fl):,.0f}")
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(
+            [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))]
         )
-    return "\n".join(lines)
+        for r in cells
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """floatlock vs NFS-Ganesha: 1 MiB READ/WRITE and GETATTR/LOOKUP/CREATE rates."""
+    start = time.monotonic()
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per rpcload run")
     parser.add_argument("--warmup", type=float, default=0.5)
-    parser.add_argument("--repeat", type=int, default=3, help="passes of the Python I/O")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per cell and server (servers alternating)"
+    )
     parser.add_argument("--file-mib", type=int, default=64, help="size of the READ/WRITE file")
     parser.add_argument(
         "--pin", type=int, default=0, help="CPU for the 1-in-flight cells (-1: no pinning)"
@@ -297,26 +388,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         section += f"workers = {args.workers}\n"
     if args.inline is not None:
         section += f"inline_metadata = {args.inline}\n"
-    if args.floatlock_only:
-        with ExitStack() as stack:
-            export = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flio-")))
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flio-work-")))
-            os.chmod(export, 0o755)
-            with floatlock_serve(export, work, nfs_section=section) as target:
-                f = measure(target, args)
-        for k, v in f.items():
-            print(f"{k:40s} {v:10,.0f}")
-        return 0
-    reason = available()
-    if reason is not None:
-        print(f"cannot run NFS-Ganesha: {reason}")
-        return 2
+    if not args.floatlock_only:
+        reason = available()
+        if reason is not None:
+            print(f"cannot run NFS-Ganesha: {reason}")
+            return 2
+    repeat = max(1, args.repeat)
+    pin = None if args.pin < 0 else args.pin
     with ExitStack() as stack:
         export = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flio-")))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flio-work-")))
         os.chmod(export, 0o755)
-        with ganesha(export) as server:
-            g = measure(
+        targets: list[Target] = []
+        if not args.floatlock_only:
+            server = stack.enter_context(ganesha(export))
+            targets.append(
                 Target(
                     "ganesha",
                     server.host,
@@ -325,17 +411,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     server.export_path(),
                     server.entered,
                     server.pids["ganesha"],
-                ),
-                args,
+                )
             )
-        with floatlock_serve(export, work, nfs_section=section) as target:
-            f = measure(target, args)
-    print(table([(k, f[k], g[k]) for k in g]))
-    pinning = f"1 in flight pinned to CPU {args.pin}" if args.pin >= 0 else "unpinned"
+        targets.append(stack.enter_context(floatlock_serve(export, work, nfs_section=section)))
+        sessions = [open_session(t, args.file_mib, stack) for t in targets]
+        results: list[tuple[str, list[dict[str, float]]]] = []
+        cells = rows(args)
+        for k, row in enumerate(cells, 1):
+            results.append((row.label, alternate(sessions, row, repeat, pin)))
+            print(f"[{k}/{len(cells)}] {row.label}", file=sys.stderr, flush=True)
+    print(table(results))
+    pinning = f"1 in flight pinned to CPU {args.pin}" if pin is not None else "unpinned"
+    order = "servers alternating, order swapped each time" if len(targets) > 1 else "floatlock"
     print(
-        f"file {args.file_mib} MiB, rpcload {args.seconds:g} s per row after {args.warmup:g} s"
-        f" warm-up; Python I/O: median of {max(1, args.repeat)} passes; {pinning}"
+        f"file {args.file_mib} MiB, rpcload {args.seconds:g} s per run after {args.warmup:g} s"
+        f" warm-up; {repeat} runs per cell and server, {order}; medians; {pinning}"
     )
+    print(f"elapsed {time.monotonic() - start:.0f} s")
     return 0
 
 
