@@ -46,17 +46,21 @@ Records are ``bytes``: the dispatcher and the duplicate request cache need immut
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "LAST_FRAGMENT",
     "MAX_FRAGMENT",
     "VIEW_MIN",
+    "Reassembly",
     "RecordError",
     "RecordReader",
     "RecordTooLarge",
     "TooManyFragments",
+    "cut_whole",
     "frame",
     "frame_parts",
 ]
@@ -66,6 +70,7 @@ MAX_FRAGMENT = 0x7FFFFFFF  # 31 bits of length (RFC 5531 section 11)
 
 #: Pieces of a record at least this long are kept as views of the input, shorter ones copied.
 VIEW_MIN = 4096
+
 
 _HDR = struct.Struct(">I")
 _unpack_hdr = _HDR.unpack_from
@@ -84,11 +89,12 @@ class TooManyFragments(RecordError):
     """A record is split into more fragments than the reader allows."""
 
 
-class RecordReader:
-    """Reassembles records from a byte stream; see the module docstring."""
+class Reassembly:
+    """The state of one record being reassembled from fragments, and the limits it obeys:
+    what :class:`RecordReader` and :class:`floatlock.net.receiver.RecordReceiver` share
+    (they differ in where the bytes come from and how a piece of a fragment is kept)."""
 
     __slots__ = (
-        "_buf",
         "_failed",
         "_frag_left",
         "_fragments",
@@ -108,9 +114,7 @@ class RecordReader:
             raise ValueError("max_record and max_fragments must be positive")
         self.max_record = max_record
         self.max_fragments = max_fragments
-        self._buf = b""  # unconsumed input: at most a partial header or fragment body
-        # The current record so far: views of the input and bytearrays of small pieces, in
-        # order (module docstring, "Copies"); _small is the last of them while it grows.
+        # The current record so far, in order; _small is the last piece while it grows.
         self._parts: list[bytes | bytearray | memoryview] = []
         self._small: bytearray | None = None
         self._have = 0  # bytes of the current record received so far
@@ -119,6 +123,68 @@ class RecordReader:
         self._frag_left = 0
         self._last = False  # the current fragment ends the record
         self._failed = False
+
+    def _fragment_header(self, length: int, last: bool) -> None:
+        """A fragment header announcing ``length`` bytes: count it and start its body, or
+        fail the stream if the record would break a limit."""
+        self._fragments += 1
+        if self._have + length > self.max_record:
+            self._fail()
+            raise RecordTooLarge(
+                f"record of at least {self._have + length} bytes exceeds the "
+                f"maximum of {self.max_record}"
+            )
+        if self._fragments > self.max_fragments:
+            self._fail()
+            raise TooManyFragments(f"record has more than {self.max_fragments} fragments")
+        self._in_fragment = True
+        self._frag_left = length
+        self._last = last
+
+    def _fragment_body(self, buf: Any, pos: int, end: int, out: list[bytes]) -> int:
+        """Take what ``buf[pos:end]`` holds of the current fragment's body (``_keep`` says
+        how); a finished record goes to ``out``.  Returns the new position."""
+        take = min(self._frag_left, end - pos)
+        if take:
+            self._keep(buf, pos, take)
+            pos += take
+            self._frag_left -= take
+        if self._frag_left == 0:
+            self._in_fragment = False
+            if self._last:
+                out.append(self._take_record())
+        return pos
+
+    def _keep(self, buf: Any, pos: int, take: int) -> None:
+        raise NotImplementedError
+
+    def _take_record(self) -> bytes:
+        """The current record as one bytes object (no copy when it is one bytes piece),
+        and start the next."""
+        parts = self._parts
+        only = parts[0] if len(parts) == 1 else None
+        record = only if type(only) is bytes else b"".join(parts)
+        self._parts = []
+        self._small = None
+        self._have = 0
+        self._fragments = 0
+        return record
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._parts = []
+        self._small = None
+        self._have = 0
+
+
+class RecordReader(Reassembly):
+    """Reassembles records from a byte stream; see the module docstring."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self, max_record: int = 1 << 20, max_fragments: int | None = None) -> None:
+        super().__init__(max_record, max_fragments)
+        self._buf = b""  # unconsumed input: at most a partial header or fragment body
 
     @property
     def pending(self) -> int:
@@ -141,15 +207,7 @@ class RecordReader:
             # Fast path: whole single-fragment records back to back (a pipelining client).
             # Anything else -- a partial record, a non-final fragment, an oversize header --
             # is left to the general loop below, from the same position.
-            max_record = self.max_record
-            while n - pos >= 4:
-                (hdr,) = _unpack_hdr(buf, pos)
-                length = hdr & MAX_FRAGMENT
-                end = pos + 4 + length
-                if not hdr & LAST_FRAGMENT or end > n or length > max_record:
-                    break
-                out.append(buf[pos + 4 : end])
-                pos = end
+            pos = cut_whole(buf, pos, n, self.max_record, out)
         while pos < n:
             if not self._in_fragment:
                 if n - pos < 4:
@@ -158,34 +216,15 @@ class RecordReader:
                 pos += 4
                 length = hdr & MAX_FRAGMENT
                 last = bool(hdr & LAST_FRAGMENT)
-                self._fragments += 1
-                if self._have + length > self.max_record:
-                    self._fail()
-                    raise RecordTooLarge(
-                        f"record of at least {self._have + length} bytes exceeds the "
-                        f"maximum of {self.max_record}"
-                    )
-                if self._fragments > self.max_fragments:
-                    self._fail()
-                    raise TooManyFragments(f"record has more than {self.max_fragments} fragments")
+                self._fragment_header(length, last)
                 # Fast path: a whole single-fragment record is already here.
                 if last and not self._have and not self._parts and n - pos >= length:
                     out.append(buf[pos : pos + length])
                     pos += length
                     self._fragments = 0
+                    self._in_fragment = False
                     continue
-                self._in_fragment = True
-                self._frag_left = length
-                self._last = last
-            take = min(self._frag_left, n - pos)
-            if take:
-                self._keep(buf, pos, take)
-                pos += take
-                self._frag_left -= take
-            if self._frag_left == 0:
-                self._in_fragment = False
-                if self._last:
-                    out.append(self._take_record())
+            pos = self._fragment_body(buf, pos, n, out)
         self._buf = buf[pos:] if pos < n else b""
         return out
 
@@ -203,24 +242,25 @@ class RecordReader:
             self._parts.append(small)
         small += memoryview(buf)[pos : pos + take]
 
-    def _take_record(self) -> bytes:
-        """The current record as one bytes object (one copy, none if it is one whole input),
-        and start the next."""
-        parts = self._parts
-        only = parts[0] if len(parts) == 1 else None
-        record = only if isinstance(only, bytes) else b"".join(parts)
-        self._parts = []
-        self._small = None
-        self._have = 0
-        self._fragments = 0
-        return record
-
     def _fail(self) -> None:
-        self._failed = True
+        super()._fail()
         self._buf = b""
-        self._parts = []
-        self._small = None
-        self._have = 0
+
+
+def cut_whole(buf: bytes | mmap.mmap, pos: int, end: int, max_record: int, out: list[bytes]) -> int:
+    """Append to ``out`` the whole single-fragment records lying back to back in
+    ``buf[pos:end]`` (a pipelining client's calls), one slice each; return the offset of the
+    first thing that is not one (a partial record, a non-final fragment, an oversize header),
+    for the caller's general loop to take from there."""
+    while end - pos >= 4:
+        (hdr,) = _unpack_hdr(buf, pos)
+        length = hdr & MAX_FRAGMENT
+        stop = pos + 4 + length
+        if not hdr & LAST_FRAGMENT or stop > end or length > max_record:
+            break
+        out.append(buf[pos + 4 : stop])
+        pos = stop
+    return pos
 
 
 def frame(record: bytes | bytearray | memoryview, fragment_size: int = MAX_FRAGMENT) -> bytes:
