@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "BUILD_DIR",
@@ -86,7 +86,7 @@ class LoadResult:
         """Parse rpcload's output line; raises LoadError when a field is missing."""
         try:
             data = json.loads(line)
-            kwargs = {f.name: type_of(f.type)(data[f.name]) for f in fields(cls)}
+            kwargs: dict[str, Any] = {f.name: type_of(f.type)(data[f.name]) for f in fields(cls)}
         except (ValueError, KeyError, TypeError) as exc:
             raise LoadError(f"unparsable rpcload output {line!r}: {exc}") from exc
         return cls(**kwargs)
@@ -283,7 +283,9 @@ def echo_server(
         line = read_line(proc.stdout.fileno(), ready_timeout)
         words = line.split()
         if not words or words[0] != "ready":
-            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
+            err = ""
+            if proc.poll() is not None and proc.stderr is not None:
+                err = proc.stderr.read().decode(errors="replace")
             raise LoadError(f"echo did not get ready: {line!r} {err.strip()}")
         ports = dict(word.split("=", 1) for word in words[1:])
         yield EchoServer(host, int(ports["udp"]), int(ports["tcp"]), proc.pid)

@@ -61,7 +61,7 @@ def _feeder(conn: asyncio.BaseProtocol) -> Callable[[bytes], None]:
     if isinstance(conn, asyncio.BufferedProtocol):
 
         def received_into(data: bytes) -> None:
-            buf = conn.get_buffer(len(data))
+            buf = memoryview(conn.get_buffer(len(data)))
             buf[: len(data)] = data
             del buf
             conn.buffer_updated(len(data))
