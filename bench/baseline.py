@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib.util
 import sys
 from types import ModuleType
+from typing import Any
 
-__all__ = ["load"]
+__all__ = ["connection_class", "load"]
 
 
 def load(path: str) -> ModuleType:
@@ -24,3 +25,13 @@ def load(path: str) -> ModuleType:
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def connection_class(tcp: ModuleType) -> Any:
+    """The TCP server's per-connection protocol class in ``tcp`` (a ``net/tcp.py``, current
+    or a baseline): ``TcpConnection``, re-exported there since it moved to ``net/tcpconn.py``,
+    or ``_Connection`` in revisions before that."""
+    cls = getattr(tcp, "TcpConnection", None) or getattr(tcp, "_Connection", None)
+    if cls is None:
+        raise AttributeError(f"{tcp.__name__} has no TCP connection class")
+    return cls

@@ -15,7 +15,7 @@ Three ways of delivering the reads:
   loop reads it (``recv(256 KiB)``, or ``recv_into(get_buffer())``); the sending is in the
   figure too, the same for both.
 * ``asyncio``: the stream goes over a loopback TCP connection into the server's
-  ``net/tcp.py`` connection (``_Connection``, its event loop's own read path, a dispatcher
+  ``net/tcp.py`` connection (``TcpConnection``, its event loop's own read path, a dispatcher
   that answers nothing); the sending coroutine is in the figure too, the same for both.
   ``--tcp-baseline FILE`` measures another ``tcp.py`` beside the current one.
 
@@ -159,7 +159,9 @@ def asyncio_us(
                 tx = socket.create_connection(listener.getsockname())
                 rx, _ = listener.accept()
             tx.setblocking(False)
-            await loop.connect_accepted_socket(partial(module._Connection, server), rx)
+            await loop.connect_accepted_socket(
+                partial(baseline.connection_class(module), server), rx
+            )
             conns[label] = (disp, tx)
         best = dict.fromkeys(modules, float("inf"))
         for _ in range(15):

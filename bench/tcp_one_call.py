@@ -1,6 +1,6 @@
 """CPU of one small call on a TCP connection: read, dispatch (NULL), reply, client read.
 
-Hands ``_Connection`` of :mod:`floatlock.net.tcp` one record-marked NULL call at a time, as its
+Hands a ``TcpConnection`` of :mod:`floatlock.net.tcp` one record-marked NULL call at a time, as its
 event loop would (into ``get_buffer``, then ``buffer_updated``; ``data_received`` for an older
 plain-Protocol copy), over a real loopback connection and reads the reply back on the client
 socket, 20,000 times per figure (``time.process_time``, best of 7).  This is the per-call
@@ -39,7 +39,7 @@ async def us_per_call(module: ModuleType) -> float:
     accepted.setblocking(False)
     loop = asyncio.get_running_loop()
     transport, conn = await loop.connect_accepted_socket(
-        lambda: module._Connection(server), accepted
+        lambda: baseline.connection_class(module)(server), accepted
     )
     record = recordmark.frame(encode_call(1, 100003, 3, 0))
     feed = _feeder(conn)
