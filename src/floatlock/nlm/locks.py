@@ -8,10 +8,10 @@ calls that care about time take ``now``; every call that changes state returns e
 (:mod:`floatlock.nlm.effects`) which the caller carries out -- reply, NLM_GRANTED callback,
 kernel OFD mirror, journal, metrics.  Held locks live per file in
 :class:`~floatlock.nlm.filelocks.FileLocks` (POSIX replace / merge / split semantics), blocked
-requests in a :class:`~floatlock.nlm.blocked.BlockedQueue`, reservations in a
-:class:`~floatlock.nlm.shares.ShareTable`.  Every record carries its host so that
-:meth:`LockManager.drop_host` releases exactly one client's state (the seed's failover drops
-the locks of the clients of one server address, keyed by host).
+requests in a :class:`~floatlock.nlm.blocked.BlockedQueue`, reservations (SHARE / UNSHARE)
+in the :class:`~floatlock.nlm.sharing.ShareManager` base class.  Every record carries its host
+so that :meth:`LockManager.drop_host` releases exactly one client's state (the seed's failover
+drops the locks of the clients of one server address, keyed by host).
 
 LOCK.  A non-blocking request is granted unless a lock of another owner conflicts (the reply
 names that holder, like TEST).  A blocking request is granted when nothing conflicts *and* no
@@ -53,7 +53,6 @@ from floatlock.nlm.effects import (
     Granted,
     GrantedFromQueue,
     Released,
-    ShareAdded,
     ShareRemoved,
 )
 from floatlock.nlm.filelocks import FileLocks, Plan
@@ -67,11 +66,9 @@ from floatlock.nlm.results import (
     LockDenied,
     LockGranted,
     LockResult,
-    ShareDenied,
-    ShareGranted,
-    ShareResult,
 )
-from floatlock.nlm.shares import ShareAccess, ShareDeny, ShareReservation, ShareTable
+from floatlock.nlm.shares import ShareReservation
+from floatlock.nlm.sharing import ShareManager
 
 __all__ = ["Admit", "LockConflictError", "LockManager"]
 
@@ -91,7 +88,7 @@ def _always(_: Lock) -> bool:
     return True
 
 
-class LockManager:
+class LockManager(ShareManager):
     """Held locks, share reservations and blocked requests of every file."""
 
     def __init__(
@@ -106,11 +103,10 @@ class LockManager:
         self.max_locks_per_host = max_locks_per_host
         self.max_blocked_per_host = max_blocked_per_host
         self.max_blocked_total = max_blocked_total
-        self.max_shares_per_host = max_shares_per_host
+        super().__init__(max_shares_per_host=max_shares_per_host)
         self._admit: Admit = admit if admit is not None else _always
         self._table = LockTable()
         self._queue = BlockedQueue()
-        self._shares = ShareTable()
 
     # -- byte-range locks --------------------------------------------------------------------
 
@@ -238,29 +234,6 @@ class LockManager:
             effects.extend(self._scan(file))
         return tuple(effects)
 
-    # -- share reservations ------------------------------------------------------------------
-
-    def share(
-        self, file: FileKey, owner: OwnerKey, host: HostKey, access: ShareAccess, deny: ShareDeny
-    ) -> ShareResult:
-        """NLM SHARE; the same owner re-sharing a file replaces its reservation."""
-        res = ShareReservation(file, owner, host, ShareAccess(access), ShareDeny(deny))
-        holder = self._shares.conflict(res)
-        if holder is not None:
-            return ShareDenied(holder)
-        if (
-            self._shares.get(file, owner) is None
-            and self._shares.count(host) >= self.max_shares_per_host
-        ):
-            return LimitExceeded(host, "shares_per_host", self.max_shares_per_host)
-        self._shares.put(res)
-        return ShareGranted(res, (ShareAdded(res),))
-
-    def unshare(self, file: FileKey, owner: OwnerKey) -> tuple[Effect, ...]:
-        """NLM UNSHARE; removing a reservation that does not exist is fine."""
-        old = self._shares.remove(file, owner)
-        return () if old is None else (ShareRemoved(old),)
-
     # -- dropping ----------------------------------------------------------------------------
 
     def drop_host(self, host: HostKey) -> tuple[Effect, ...]:
@@ -291,18 +264,6 @@ class LockManager:
         else:
             waiters = self._queue.all()
         return [w.blocked for w in waiters if host is None or w.blocked.lock.host == host]
-
-    def shares(
-        self, *, host: HostKey | None = None, file: FileKey | None = None
-    ) -> list[ShareReservation]:
-        """Share reservations, optionally filtered."""
-        if file is not None:
-            found = self._shares.of_file(file)
-        elif host is not None:
-            found = self._shares.of_host(host)
-        else:
-            found = self._shares.all()
-        return [s for s in found if host is None or s.host == host]
 
     def owner_holds(self, file: FileKey, owner: OwnerKey) -> bool:
         """True when ``owner`` holds a lock on ``file`` (O(1): lockd closes the owner's

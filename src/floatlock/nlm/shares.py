@@ -15,7 +15,8 @@ succeeds.  Owners and hosts are opaque keys as in :mod:`floatlock.nlm.records`; 
 share owner from (host key, oh) since nlm_share has no svid.
 
 :class:`ShareTable` only stores reservations and answers conflicts; limits and effects are added
-by :class:`floatlock.nlm.locks.LockManager`, the single entry point lockd calls.
+by :class:`floatlock.nlm.sharing.ShareManager`, a base of :class:`floatlock.nlm.locks.LockManager`,
+the single entry point lockd calls.
 """
 
 from __future__ import annotations
