@@ -41,10 +41,12 @@ How
   buffer is a ``bytearray`` copied once when complete: today's cost, not more.
 * **Why 64 KiB.**  Cutting a record out of the scratch buffer costs a copy of it; receiving it
   into its own buffer costs an allocation and, for pipelined records, a ``recv`` of its own
-  instead of a share of one.  A copy of 64 KiB (1.5 us from cache, a few from memory) costs
-  about what one more ``recv_into`` and event-loop turn cost, so records up to that size share
-  reads and are copied, bigger fragments get their own buffer; NFS WRITEs of the usual 256
-  KiB-1 MiB are well above it, NLM and metadata calls far below.  Scratch is :data:`SCRATCH`
+  instead of a share of one.  A copy of 64 KiB takes about 2 us (``python -m timeit -s
+  "b = bytearray(1 << 17); m = memoryview(b)" "bytes(m[:65536])"``), far less than a read and
+  event-loop turn of its own (~16 us, ``python -m bench.record_reassembly``, one 200-byte call
+  per read), so records up to that size share reads and are copied out; bigger fragments, which
+  span several reads anyway, get their own buffer.  NFS WRITEs of the usual 256 KiB-1 MiB are
+  well above it, NLM and metadata calls far below.  Scratch is :data:`SCRATCH`
   bytes (two such records), so any small record fits in it whole.
 * **Memory.**  A large fragment's buffer is allocated when its header arrives, before its
   data: at most ``max_record`` per stream, the bound :class:`RecordReader` has too (it
