@@ -181,6 +181,22 @@ def test_stale_handle_and_fbig(env: Env) -> None:
     assert env.lock(C1, VIP1, 1, (1 << 64) - 1, 2)[0] == Nlm4Stat.FBIG
 
 
+def test_unlock_and_cancel_refusals(env: Env) -> None:
+    # CANCEL and UNLOCK answer a stale handle and a range past 2**64 as LOCK does, and leave
+    # nothing resolved behind for the range that did not fit.
+    env.monitor(C1, VIP1)
+    c = call(C1, VIP1)
+    stale = env.nlock(1, 0, 1, fh=b"nope")
+    too_far = env.nlock(1, (1 << 64) - 1, 2)
+    assert env.svc.unlock(UnlockArgs(b"", stale), c, 1.0).reply.stat == Nlm4Stat.STALE_FH
+    assert env.svc.cancel(CancArgs(b"", False, True, stale), c, 1.0).reply.stat == (
+        Nlm4Stat.STALE_FH
+    )
+    assert env.svc.unlock(UnlockArgs(b"", too_far), c, 1.0).reply.stat == Nlm4Stat.FBIG
+    assert env.svc.cancel(CancArgs(b"", False, True, too_far), c, 1.0).reply.stat == (Nlm4Stat.FBIG)
+    assert env.svc.open_files() == 0
+
+
 def test_statd_callback_and_free_all_drop_one_address(env: Env) -> None:
     for vip in (VIP1, VIP2):
         env.monitor(C1, vip)

@@ -287,16 +287,22 @@ class LockProcedures:
             effects = self.locks.cancel(
                 lf.key, self._owner(host, lk), lk.offset, lk.length, a.exclusive
             )
-        except HostLimitError:
-            return Outcome(Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
-        except StaleHandle:
-            return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
-        except LockRangeError:
-            self._prune_resolved(lk.fh)
-            return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
+        except (HostLimitError, StaleHandle, LockRangeError) as e:
+            return self._release_refused(e, a.cookie, lk.fh)
         self._apply(effects, out)
         self._prune(lf.key)
         return Outcome(Res(a.cookie, Nlm4Stat.GRANTED), out)
+
+    def _release_refused(self, err: Exception, cookie: bytes, fh: bytes) -> Outcome:
+        """CANCEL's or UNLOCK's answer when its host, file or range could not be had: the host
+        table is full (DENIED_NOLOCKS), the handle is stale (STALE_FH), or the range does not
+        fit (FBIG; the file resolved for nothing is pruned again)."""
+        if isinstance(err, HostLimitError):
+            return Outcome(Res(cookie, Nlm4Stat.DENIED_NOLOCKS))
+        if isinstance(err, StaleHandle):
+            return Outcome(Res(cookie, Nlm4Stat.STALE_FH))
+        self._prune_resolved(fh)
+        return Outcome(Res(cookie, Nlm4Stat.FBIG))
 
     def unlock(self, a: UnlockArgs, call: Call, now: float) -> Outcome:
         out: list[Effect] = []
@@ -310,13 +316,8 @@ class LockProcedures:
                 # Release in the kernel first: the core's wake-ups run the kernel veto.
                 self.kernel.unlock(owner, fkey, start, end)
             effects = self.locks.unlock(fkey, owner, lk.offset, lk.length)
-        except HostLimitError:
-            return Outcome(Res(a.cookie, Nlm4Stat.DENIED_NOLOCKS))
-        except StaleHandle:
-            return Outcome(Res(a.cookie, Nlm4Stat.STALE_FH))
-        except LockRangeError:
-            self._prune_resolved(lk.fh)
-            return Outcome(Res(a.cookie, Nlm4Stat.FBIG))
+        except (HostLimitError, StaleHandle, LockRangeError) as e:
+            return self._release_refused(e, a.cookie, lk.fh)
         if effects:
             # The owner's Released pieces come first: _apply closes its idle description.
             self._apply(effects, out, (owner, start, end))
