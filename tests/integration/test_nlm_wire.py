@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import socket
 import time
@@ -190,10 +191,21 @@ class Lockd:
         return await getport(client, NLM_PROG, vers, "udp", source=source, port=pm, timeout=2)
 
     async def start(self) -> None:
-        await self.udp.start()
-        self.port = self.udp.port
-        self.tcp = TcpServer(self.dispatcher, "0.0.0.0", self.port)
-        await self.tcp.start()
+        # lockd serves UDP and TCP on one port: the UDP port is picked free, and that number
+        # may be taken for TCP (another test's listener or connection): then pick again.
+        for attempt in range(5):
+            await self.udp.start()
+            self.port = self.udp.port
+            self.tcp = TcpServer(self.dispatcher, "0.0.0.0", self.port)
+            try:
+                await self.tcp.start()
+                break
+            except OSError as e:
+                self.udp.close()
+                self.udp = UdpServer(self.dispatcher, "0.0.0.0", 0)
+                self.tcp = None
+                if e.errno != errno.EADDRINUSE or attempt == 4:
+                    raise
         for c in self.clients.values():
             c.server_port = self.port
 
