@@ -13,6 +13,12 @@ Lock effects speak in *regions*, exactly like fcntl(2) record locks: :class:`Gra
 there" and :class:`Released` means "``lock.owner`` no longer holds anything in that range"
 (one per held record or piece released, with the type it had).  Replaying the effects in order
 onto an empty core, or onto kernel OFD locks, rebuilds the same state.
+
+Effects and results (:mod:`floatlock.nlm.results`) are values nobody changes once made, but
+the ones made on every LOCK and UNLOCK are plain slotted dataclasses, not ``frozen``: a frozen
+dataclass's ``__init__`` sets each field through ``object.__setattr__`` and costs about twice
+as much (``Granted(lock)`` 207 ns frozen against ~100 ns, ``python -m timeit``), while
+equality still compares the class, so ``Granted(l) != Released(l)``.
 """
 
 from __future__ import annotations
@@ -44,35 +50,35 @@ class CancelReason(Enum):
     DROPPED = "dropped"  # its host or owner was dropped
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Granted:
     """The owner now holds ``lock``'s range with ``lock``'s type (a LOCK request succeeded)."""
 
     lock: Lock
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GrantedFromQueue:
     """A queued request was granted: same as :class:`Granted`, and send NLM_GRANTED."""
 
     blocked: BlockedLock
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Released:
     """The owner no longer holds ``lock``'s range (which it held with ``lock``'s type)."""
 
     lock: Lock
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Blocked:
     """A blocking request was queued."""
 
     blocked: BlockedLock
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancelled:
     """A queued request left the queue without being granted."""
 

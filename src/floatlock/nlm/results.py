@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LockGranted:
     """The lock is held now."""
 
@@ -39,7 +39,7 @@ class LockGranted:
     effects: tuple[Effect, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LockDenied:
     """A conflicting lock is held: ``holder``, or None when only the ``admit`` veto refused."""
 
@@ -47,7 +47,7 @@ class LockDenied:
     effects: tuple[Effect, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LockBlocked:
     """The request waits in the queue; a later effect will grant or cancel it."""
 
@@ -55,7 +55,7 @@ class LockBlocked:
     effects: tuple[Effect, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LockDeadlock:
     """Queueing would close a wait-for cycle; ``holders`` are the locks it would wait on."""
 
@@ -63,7 +63,7 @@ class LockDeadlock:
     effects: tuple[Effect, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LimitExceeded:
     """A configured cap refused the request; enough to log which host hit which cap."""
 
@@ -73,7 +73,7 @@ class LimitExceeded:
     effects: tuple[Effect, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ShareGranted:
     """The reservation holds now."""
 
@@ -81,7 +81,7 @@ class ShareGranted:
     effects: tuple[Effect, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ShareDenied:
     """``holder``'s reservation conflicts with the one asked for."""
 
