@@ -1,0 +1,131 @@
+"""fsuid.acting_as: the thread's filesystem identity as the kernel reports it.
+
+Each check runs in a thread of its own (identities are per thread), and reads the thread's
+fsuid, fsgid and supplementary groups from /proc/thread-self/status, not from our own
+bookkeeping.  Needs root (setfsuid to another user).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floatlock.nfs import fsuid
+from floatlock.nfs.creds import Identity
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def kernel_ids() -> tuple[int, int, tuple[int, ...]]:
+    """(fsuid, fsgid, groups) of the calling thread, from the kernel."""
+    with open("/proc/thread-self/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    fsuid_ = int(fields["Uid"].split()[3])
+    fsgid_ = int(fields["Gid"].split()[3])
+    groups = tuple(sorted(int(g) for g in fields["Groups"].split()))
+    return fsuid_, fsgid_, groups
+
+
+def in_thread(fn: Callable[[], Any]) -> Any:
+    out: list[Any] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:  # handed to the test's thread
+            err.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
+BASE = tuple(sorted(os.getgroups()))
+
+
+def test_acting_as_sets_and_restores_ids() -> None:
+    def run() -> list[tuple[int, int, tuple[int, ...]]]:
+        seen = [kernel_ids()]
+        with fsuid.acting_as(Identity(1234, 5678, (11, 22))):
+            seen.append(kernel_ids())
+        seen.append(kernel_ids())
+        return seen
+
+    before, inside, after = in_thread(run)
+    assert before == (0, 0, BASE)
+    assert inside == (1234, 5678, (11, 22))
+    # fsuid and fsgid are root's again; the groups stay (lazy, see the module docstring).
+    assert after[:2] == (0, 0)
+    assert after[2] == (11, 22)
+
+
+def test_next_caller_gets_exactly_its_own_groups() -> None:
+    def run() -> list[tuple[int, ...]]:
+        seen = []
+        for groups in [(11, 22), (11, 22), (33,), (), (44, 55, 66)]:
+            with fsuid.acting_as(Identity(1000, 1000, groups)):
+                seen.append(kernel_ids()[2])
+        return seen
+
+    assert in_thread(run) == [(11, 22), (11, 22), (33,), (), (44, 55, 66)]
+
+
+def test_groups_matter_for_access_and_are_not_carried_over() -> None:
+    """A caller whose groups differ from the previous caller's cannot use the previous
+    caller's group permission (the lazy groups must be switched, not left)."""
+    # Not under tmp_path: pytest's base directory is 0700, which uid 1000 cannot cross.
+    top = Path(tempfile.mkdtemp(prefix="floatlock-fsuid-"))
+    top.chmod(0o755)
+    d = top / "g"
+    d.mkdir()
+    os.chown(d, 0, 4242)
+    os.chmod(d, 0o070)  # only group 4242 may enter
+    (d / "f").write_text("x")
+
+    def can_stat(groups: tuple[int, ...]) -> bool:
+        with fsuid.acting_as(Identity(1000, 1000, groups)):
+            try:
+                os.stat(d / "f")
+                return True
+            except PermissionError:
+                return False
+
+    try:
+        seen = in_thread(lambda: [can_stat((4242,)), can_stat((1000,)), can_stat((4242, 7))])
+    finally:
+        shutil.rmtree(top)
+    assert seen == [True, False, True]
+
+
+def test_exception_in_body_restores_root() -> None:
+    def run() -> tuple[int, int, tuple[int, ...]]:
+        with pytest.raises(ValueError), fsuid.acting_as(Identity(1000, 1000, (5,))):
+            raise ValueError("boom")
+        return kernel_ids()
+
+    assert in_thread(run)[:2] == (0, 0)
+
+
+def test_root_identity_changes_nothing_and_base_groups_restores() -> None:
+    def run() -> list[tuple[int, int, tuple[int, ...]]]:
+        seen = []
+        with fsuid.acting_as(Identity(0, 0, ())):
+            seen.append(kernel_ids())
+        with fsuid.acting_as(Identity(1000, 1000, (9,))):
+            pass
+        fsuid.base_groups()
+        seen.append(kernel_ids())
+        return seen
+
+    assert in_thread(run) == [(0, 0, BASE), (0, 0, BASE)]
