@@ -1,6 +1,6 @@
 """CPU per NFS metadata call in the daemon's dispatcher, without sockets.
 
-Builds the real daemon (``floatlock.server.build_daemon``) on a temporary export with 32 files
+Builds the real daemon (:func:`bench.inproc.inproc_daemon`) on a temporary export with 32 files
 and hands the dispatcher the GETATTR, LOOKUP and CREATE (UNCHECKED, of a name that exists)
 call messages ``bench.nfs_io`` sends, each with a fresh xid, as if they had come over TCP.
 Prints, per procedure, the CPU per call (``time.process_time``) of the best of 10 chunks of
@@ -9,9 +9,7 @@ that is Python's.  A call that leaves the loop thread (a worker) is awaited, and
 (both threads: process time) is counted.
 
 Usage: python -m bench.nfs_dispatch [--baseline DIR]
-(``--baseline DIR``: measure the floatlock and bench packages of another revision instead, e.g.
-``mkdir /tmp/base && git archive REV src bench | tar -x -C /tmp/base`` and ``--baseline
-/tmp/base``.)
+(``--baseline DIR``: the floatlock package of another revision, as in ``bench.nlm_dispatch``.)
 """
 
 from __future__ import annotations
@@ -19,9 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
 
 FILES = 32
@@ -30,90 +25,63 @@ CHUNKS = 10
 
 
 async def us_per_call() -> dict[str, float]:
+    from bench.inproc import inproc_daemon
     from bench.nfs_client import NfsProc, create_args, default_cred, fh_args, lookup_args
     from floatlock.address import ServerAddress
-    from floatlock.config import parse_config
     from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3
     from floatlock.rpc.message import encode_call
-    from floatlock.server import build_daemon
 
-    with tempfile.TemporaryDirectory(prefix="floatlock-nfsdispatch-") as tmp:
-        os.makedirs(f"{tmp}/export")
-        cfg = parse_config(
-            f"""
-[server]
-listen = ["127.0.0.1"]
-state_dir = "{tmp}/state"
-log_level = "warning"
-[ports]
-nfs = 0
-mount = 0
-nlm = 0
-statd = 0
-[portmap]
-mode = "off"
-[nlm]
-grace_seconds = 0
-[[export]]
-path = "{tmp}/export"
-clients = "127.0.0.0/8(rw,insecure)"
-"""
-        )
-        daemon = build_daemon(cfg)
-        await daemon.start()
-        try:
-            resolver = daemon.components["nfs"].resolver  # type: ignore[attr-defined]
-            root = resolver.roots[0]
-            dir_fd = os.open(f"{tmp}/export", os.O_PATH)
-            names = [f"f{n}" for n in range(FILES)]
-            fhs = []
-            for name in names:
-                open(f"{tmp}/export/{name}", "w").close()
-                fhs.append(resolver.handle_of(root, dir_fd, name))
-            root_fh = resolver.handle_of(root, dir_fd)
-            os.close(dir_fd)
-            cred = default_cred("bench", os.getuid(), os.getgid())
+    async with inproc_daemon("floatlock-nfsdispatch-") as (daemon, export):
+        resolver = daemon.components["nfs"].resolver
+        root = resolver.roots[0]
+        dir_fd = os.open(export, os.O_PATH)
+        names = [f"f{n}" for n in range(FILES)]
+        fhs = []
+        for name in names:
+            open(f"{export}/{name}", "w").close()
+            fhs.append(resolver.handle_of(root, dir_fd, name))
+        root_fh = resolver.handle_of(root, dir_fd)
+        os.close(dir_fd)
+        cred = default_cred("bench", os.getuid(), os.getgid())
 
-            def call(proc: int, args: bytes) -> bytes:
-                return encode_call(0, NFS_PROGRAM, NFS_V3, proc, args, cred)
+        def call(proc: int, args: bytes) -> bytes:
+            return encode_call(0, NFS_PROGRAM, NFS_V3, proc, args, cred)
 
-            cells = {
-                "GETATTR": [call(NfsProc.GETATTR, fh_args(fh)) for fh in fhs],
-                "LOOKUP": [call(NfsProc.LOOKUP, lookup_args(root_fh, n)) for n in names],
-                "CREATE": [call(NfsProc.CREATE, create_args(root_fh, n)) for n in names],
-            }
-            dispatch = daemon.dispatcher.dispatch
-            server, client = ServerAddress("127.0.0.1"), ("127.0.0.1", 700)
-            out: dict[str, float] = {}
-            xid = 1
-            for name, msgs in cells.items():
-                best = float("inf")
-                for c in range(CHUNKS + 1):  # the first chunk warms the caches up, uncounted
-                    batch = [
-                        (xid + i).to_bytes(4, "big") + msgs[i % len(msgs)][4:] for i in range(CHUNK)
-                    ]
-                    xid += CHUNK
-                    t0 = time.process_time()
-                    for msg in batch:
-                        r = dispatch(msg, client, server, "tcp")
-                        if not isinstance(r, bytes | tuple | None):
-                            await r
-                    if c:
-                        best = min(best, (time.process_time() - t0) / CHUNK)
-                out[name] = best * 1e6
-            return out
-        finally:
-            await daemon.stop()
+        cells = {
+            "GETATTR": [call(NfsProc.GETATTR, fh_args(fh)) for fh in fhs],
+            "LOOKUP": [call(NfsProc.LOOKUP, lookup_args(root_fh, n)) for n in names],
+            "CREATE": [call(NfsProc.CREATE, create_args(root_fh, n)) for n in names],
+        }
+        dispatch = daemon.dispatcher.dispatch
+        server, client = ServerAddress("127.0.0.1"), ("127.0.0.1", 700)
+        out: dict[str, float] = {}
+        xid = 1
+        for name, msgs in cells.items():
+            best = float("inf")
+            for c in range(CHUNKS + 1):  # the first chunk warms the caches up, uncounted
+                batch = [
+                    (xid + i).to_bytes(4, "big") + msgs[i % len(msgs)][4:] for i in range(CHUNK)
+                ]
+                xid += CHUNK
+                t0 = time.process_time()
+                for msg in batch:
+                    r = dispatch(msg, client, server, "tcp")
+                    if not isinstance(r, bytes | tuple | None):
+                        await r
+                if c:
+                    best = min(best, (time.process_time() - t0) / CHUNK)
+            out[name] = best * 1e6
+        return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--baseline", metavar="DIR", help="measure DIR/src and DIR/bench instead")
+    ap.add_argument("--baseline", metavar="DIR", help="measure DIR/src's floatlock instead")
     args = ap.parse_args()
     if args.baseline:
-        path = os.pathsep.join([os.path.join(args.baseline, "src"), args.baseline])
-        cmd = [sys.executable, os.path.abspath(__file__)]
-        return subprocess.call(cmd, env=dict(os.environ, PYTHONPATH=path))
+        from bench.inproc import run_baseline
+
+        return run_baseline(__file__, args.baseline)
     res = asyncio.run(us_per_call())
     print(
         "NFS calls through the dispatcher (tcp): "

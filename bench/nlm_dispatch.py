@@ -9,9 +9,9 @@ it).  Prints the CPU per call (``time.process_time``) of the best of 10 chunks o
 what the lock path costs before any transport, the figure the TCP 32-in-flight rate is bound by.
 
 Usage: python -m bench.nlm_dispatch [--transport tcp|udp] [--baseline DIR]
-(``--baseline DIR``: measure the floatlock and bench packages of another revision instead,
-e.g. ``mkdir /tmp/base && git archive REV src bench | tar -x -C /tmp/base`` and
-``--baseline /tmp/base``.)
+(``--baseline DIR``: measure the floatlock package of another revision instead, with this
+harness, e.g. ``mkdir /tmp/base && git archive REV src | tar -x -C /tmp/base`` and
+``--baseline /tmp/base``: :func:`bench.inproc.run_baseline`.)
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
 
 SLOTS = 32
@@ -30,78 +27,51 @@ CHUNKS = 10
 
 
 async def us_per_call(transport: str) -> float:
+    from bench.inproc import inproc_daemon
     from bench.nlm_calls import lock_unlock_sequences
     from floatlock.address import ServerAddress
-    from floatlock.config import parse_config
-    from floatlock.server import build_daemon
 
-    with tempfile.TemporaryDirectory(prefix="floatlock-dispatch-") as tmp:
-        os.makedirs(f"{tmp}/export")
-        cfg = parse_config(
-            f"""
-[server]
-listen = ["127.0.0.1"]
-state_dir = "{tmp}/state"
-log_level = "warning"
-[ports]
-nfs = 0
-mount = 0
-nlm = 0
-statd = 0
-[portmap]
-mode = "off"
-[nlm]
-grace_seconds = 0
-[[export]]
-path = "{tmp}/export"
-"""
-        )
-        daemon = build_daemon(cfg)
-        await daemon.start()
-        try:
-            resolver = daemon.components["nfs"].resolver  # type: ignore[attr-defined]
-            root = resolver.roots[0]
-            dir_fd = os.open(f"{tmp}/export", os.O_PATH)
-            handles = []
-            for n in range(SLOTS):
-                open(f"{tmp}/export/f{n}", "w").close()
-                handles.append(resolver.handle_of(root, dir_fd, f"f{n}"))
-            os.close(dir_fd)
-            seqs = lock_unlock_sequences(handles, 4, hostname="bench")
-            dispatch = daemon.dispatcher.dispatch
-            server, client = ServerAddress("127.0.0.1"), ("127.0.0.1", 700)
-            for xid, (lock, unlock) in enumerate(seqs):  # the first LOCK waits for statd
-                for msg in (lock, unlock):
-                    r = dispatch(xid.to_bytes(4, "big") + msg[4:], client, server, transport)
-                    if not isinstance(r, bytes | tuple | None):
-                        await r
-            msgs = [m for pair in seqs for m in pair]
-            calls = [
-                (x.to_bytes(4, "big") + msgs[x % len(msgs)][4:])
-                for x in range(1000, 1000 + CHUNK * CHUNKS)
-            ]
-            best = float("inf")
-            for c in range(CHUNKS):
-                chunk = calls[c * CHUNK : (c + 1) * CHUNK]
-                t0 = time.process_time()
-                for msg in chunk:
-                    dispatch(msg, client, server, transport)
-                best = min(best, (time.process_time() - t0) / CHUNK)
-            return best * 1e6
-        finally:
-            await daemon.stop()
+    async with inproc_daemon("floatlock-dispatch-") as (daemon, export):
+        resolver = daemon.components["nfs"].resolver
+        root = resolver.roots[0]
+        dir_fd = os.open(export, os.O_PATH)
+        handles = []
+        for n in range(SLOTS):
+            open(f"{export}/f{n}", "w").close()
+            handles.append(resolver.handle_of(root, dir_fd, f"f{n}"))
+        os.close(dir_fd)
+        seqs = lock_unlock_sequences(handles, 4, hostname="bench")
+        dispatch = daemon.dispatcher.dispatch
+        server, client = ServerAddress("127.0.0.1"), ("127.0.0.1", 700)
+        for xid, (lock, unlock) in enumerate(seqs):  # the first LOCK waits for statd
+            for msg in (lock, unlock):
+                r = dispatch(xid.to_bytes(4, "big") + msg[4:], client, server, transport)
+                if not isinstance(r, bytes | tuple | None):
+                    await r
+        msgs = [m for pair in seqs for m in pair]
+        calls = [
+            (x.to_bytes(4, "big") + msgs[x % len(msgs)][4:])
+            for x in range(1000, 1000 + CHUNK * CHUNKS)
+        ]
+        best = float("inf")
+        for c in range(CHUNKS):
+            chunk = calls[c * CHUNK : (c + 1) * CHUNK]
+            t0 = time.process_time()
+            for msg in chunk:
+                dispatch(msg, client, server, transport)
+            best = min(best, (time.process_time() - t0) / CHUNK)
+        return best * 1e6
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--transport", choices=["tcp", "udp"], default="tcp")
-    ap.add_argument("--baseline", metavar="DIR", help="measure DIR/src and DIR/bench instead")
+    ap.add_argument("--baseline", metavar="DIR", help="measure DIR/src's floatlock instead")
     args = ap.parse_args()
     if args.baseline:
-        # This file, run by path, imports floatlock and bench.nlm_calls from DIR.
-        path = os.pathsep.join([os.path.join(args.baseline, "src"), args.baseline])
-        cmd = [sys.executable, os.path.abspath(__file__), "--transport", args.transport]
-        return subprocess.call(cmd, env=dict(os.environ, PYTHONPATH=path))
+        from bench.inproc import run_baseline
+
+        return run_baseline(__file__, args.baseline, ["--transport", args.transport])
     us = asyncio.run(us_per_call(args.transport))
     print(f"NLM LOCK/UNLOCK through the dispatcher ({args.transport}): {us:.2f} us per call")
     return 0
