@@ -97,12 +97,12 @@ class Caller:
 class Request:
     """Per-call state: opens handles and runs syscalls as the caller."""
 
-    __slots__ = ("cached_only", "caller", "identity", "options", "state")
+    __slots__ = ("_identity", "cached_only", "caller", "options", "state")
 
     def __init__(self, state: ServerState, caller: Caller, *, cached_only: bool = False) -> None:
         self.state = state
         self.caller = caller
-        self.identity: Identity | None = None
+        self._identity: Identity | None = None
         self.options: ExportOptions | None = None
         # On the event loop thread (service.py, inline_metadata): a handle not in the cache
         # raises resolver.NotCached and the call is handed to a worker instead.
@@ -120,8 +120,21 @@ class Request:
         if modify and not opts.rw:
             raise NfsError(Nfsstat3.ROFS, "read-only export")
         self.options = opts
-        self.identity = squash(c.auth, opts.squash, opts.anonuid, opts.anongid)
+        self._identity = None  # squashed when first needed: GETATTR and READ never ask
         return opts
+
+    @property
+    def identity(self) -> Identity | None:
+        """The caller after the admitting export's squashing (None before :meth:`admit`)."""
+        ident = self._identity
+        if ident is None:
+            opts = self.options
+            if opts is None:
+                return None
+            ident = self._identity = squash(
+                self.caller.auth, opts.squash, opts.anonuid, opts.anongid
+            )
+        return ident
 
     def open(self, fh: bytes, *, modify: bool = False) -> Obj:
         """Resolve ``fh`` and admit the caller to its export (see the module docstring)."""

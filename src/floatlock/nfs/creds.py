@@ -52,5 +52,6 @@ def squash(
         return Identity(auth.uid, auth.gid, auth.gids)
     uid = anonuid if auth.uid == 0 else auth.uid
     gid = anongid if auth.gid == 0 else auth.gid
-    groups = tuple(anongid if g == 0 else g for g in auth.gids)
+    gids = auth.gids
+    groups = tuple(anongid if g == 0 else g for g in gids) if 0 in gids else tuple(gids)
     return Identity(uid, gid, groups)

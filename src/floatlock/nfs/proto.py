@@ -9,10 +9,11 @@ results in :mod:`floatlock.nfs.proto_res`.  Pure codecs: no I/O.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from floatlock.xdr import Decoder, Encoder
+from floatlock.xdr import Decoder, Encoder, XdrError
 
 NFS_PROGRAM = 100003
 NFS_V3 = 3
@@ -118,6 +119,31 @@ def decode_fh(dec: Decoder) -> bytes:
     return dec.opaque(NFS3_FHSIZE)
 
 
+_U32_AT = struct.Struct(">I").unpack_from
+
+
+def opaque_at(data: bytes, pos: int, maxlen: int) -> tuple[bytes, int]:
+    """An XDR variable-length opaque at ``data[pos:]`` (at most ``maxlen`` bytes) and the
+    offset after it: what ``Decoder.opaque`` does, for the ``decode_at`` fast paths that decode
+    a whole call's arguments without a Decoder (``rpc.dispatch.Procedure.decode_at``)."""
+    if pos + 4 > len(data):
+        raise XdrError(f"truncated: need 4 bytes at offset {pos}")
+    (n,) = _U32_AT(data, pos)
+    if n > maxlen:
+        raise XdrError(f"length {n} exceeds maximum {maxlen}")
+    pos += 4
+    end = pos + n + (-n & 3)
+    if end > len(data):
+        raise XdrError(f"truncated opaque: {n} bytes at offset {pos}")
+    return data[pos : pos + n], end
+
+
+def exactly(data: bytes, end: int) -> None:
+    """Raise unless arguments decoded by a ``decode_at`` path ended at the message's end."""
+    if end != len(data):
+        raise XdrError(f"{len(data) - end} trailing bytes")
+
+
 @dataclass(frozen=True, slots=True)
 class DirOpArgs:
     """diropargs3, RFC 1813 section 3.3.3."""
@@ -134,3 +160,12 @@ class DirOpArgs:
         # filename3 has no XDR bound; a longer name is still decoded (up to a sane limit) so
         # that the procedure can answer NFS3ERR_NAMETOOLONG rather than GARBAGE_ARGS.
         return cls(decode_fh(dec), dec.string(MAX_PATH))
+
+    @classmethod
+    def decode_at(cls, data: bytes, pos: int) -> DirOpArgs:
+        """:meth:`decode` of ``data[pos:]``, which must be exactly one diropargs3 (LOOKUP's
+        fast path: same checks, no Decoder)."""
+        fh, pos = opaque_at(data, pos, NFS3_FHSIZE)
+        name, pos = opaque_at(data, pos, MAX_PATH)
+        exactly(data, pos)
+        return cls(fh, name.decode("utf-8", "surrogateescape"))

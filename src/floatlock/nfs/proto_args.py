@@ -14,12 +14,15 @@ from floatlock.nfs.proto import (
     MAX_PATH,
     NFS3_COOKIEVERFSIZE,
     NFS3_CREATEVERFSIZE,
+    NFS3_FHSIZE,
     CreateMode,
     DirOpArgs,
     Ftype3,
     StableHow,
     decode_fh,
     encode_fh,
+    exactly,
+    opaque_at,
 )
 from floatlock.nfs.proto_attr import NO_SATTR, NfsTime, Sattr3, decode_time, encode_time
 from floatlock.xdr import Decoder, Encoder, XdrError
@@ -43,6 +46,14 @@ class FhArgs:
     @classmethod
     def decode(cls, dec: Decoder) -> FhArgs:
         return cls(decode_fh(dec))
+
+    @classmethod
+    def decode_at(cls, data: bytes, pos: int) -> FhArgs:
+        """:meth:`decode` of ``data[pos:]``, which must be exactly one nfs_fh3 (the fast path
+        of GETATTR and the other handle-only calls: same checks, no Decoder)."""
+        fh, pos = opaque_at(data, pos, NFS3_FHSIZE)
+        exactly(data, pos)
+        return cls(fh)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat as st_mod
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from floatlock.nfs.proto import Ftype3, TimeHow
 from floatlock.xdr import Decoder, Encoder, XdrError
@@ -80,6 +80,7 @@ class Fattr3:
     atime: NfsTime
     mtime: NfsTime
     ctime: NfsTime
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_stat(cls, s: os.stat_result, fsid: int) -> Fattr3:
@@ -124,9 +125,21 @@ class Fattr3:
             NfsTime.from_ns(s.st_ctime_ns),
         )
 
+    def wire(self) -> bytes:
+        """The XDR ``fattr3`` bytes, packed on first use and kept with the object: a memoized
+        Fattr3 (:meth:`from_stat`) goes out in many replies, and the reply encoders of GETATTR
+        and LOOKUP join these bytes as they are."""
+        b = self._wire
+        if b is None:
+            b = self._pack()
+            object.__setattr__(self, "_wire", b)  # a cache of a derived value, not a change
+        return b
+
     def encode(self, enc: Encoder) -> None:
-        enc.pack(
-            _FATTR,
+        enc.raw(self.wire())
+
+    def _pack(self) -> bytes:
+        return _FATTR.pack(
             self.type,
             self.mode,
             self.nlink,

@@ -180,11 +180,12 @@ class NfsServer:
     def nfs_procedures(self) -> dict[int, Procedure[Any, Any]]:
         p = self._nfs
         return {
-            1: p("GETATTR", ops_attr.getattr3, FhArgs.decode),
+            # decode_at: the handle-only and LOOKUP arguments decode without a Decoder.
+            1: p("GETATTR", ops_attr.getattr3, FhArgs.decode, True, FhArgs.decode_at),
             2: p("SETATTR", ops_attr.setattr3, SetattrArgs.decode, False),
-            3: p("LOOKUP", ops_lookup.lookup3, DirOpArgs.decode),
+            3: p("LOOKUP", ops_lookup.lookup3, DirOpArgs.decode, True, DirOpArgs.decode_at),
             4: p("ACCESS", ops_attr.access3, AccessArgs.decode),
-            5: p("READLINK", ops_io.readlink3, FhArgs.decode),
+            5: p("READLINK", ops_io.readlink3, FhArgs.decode, True, FhArgs.decode_at),
             6: p("READ", _read3, ReadArgs.decode),
             # decode_at: the data stays a view of the record, not a 1 MiB copy.
             7: p("WRITE", ops_io.write3, WriteArgs.decode, False, WriteArgs.decode_at),
@@ -198,9 +199,9 @@ class NfsServer:
             15: p("LINK", ops_create.link3, LinkArgs.decode, False),
             16: p("READDIR", ops_readdir.readdir3, ReaddirArgs.decode),
             17: p("READDIRPLUS", ops_readdir.readdir3, ReaddirArgs.decode_plus),
-            18: p("FSSTAT", ops_attr.fsstat3, FhArgs.decode),
-            19: p("FSINFO", ops_attr.fsinfo3, FhArgs.decode),
-            20: p("PATHCONF", ops_attr.pathconf3, FhArgs.decode),
+            18: p("FSSTAT", ops_attr.fsstat3, FhArgs.decode, True, FhArgs.decode_at),
+            19: p("FSINFO", ops_attr.fsinfo3, FhArgs.decode, True, FhArgs.decode_at),
+            20: p("PATHCONF", ops_attr.pathconf3, FhArgs.decode, True, FhArgs.decode_at),
             21: p("COMMIT", ops_io.commit3, ReadArgs.decode),
         }
 
