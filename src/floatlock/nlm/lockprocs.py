@@ -89,8 +89,7 @@ class LockProcedures:
 
     def host_for(self, caller_name: str, call: Call, now: float) -> Host:
         """The host of a request (raises HostLimitError when the table is full)."""
-        # (call.client[0] rather than the client_ip property: one frame less per request)
-        return self.hosts.lookup(str(call.client[0]), caller_name, call.server, now)
+        return self.hosts.lookup(call.client_ip, caller_name, call.server, now)
 
     def needs_monitor(self, host: Host) -> bool:
         return not host.monitored
@@ -311,7 +310,7 @@ class LockProcedures:
         try:
             host = self.host_for(lk.caller_name, call, now)
             fkey = self.open.file(lk.fh, now).key
-            owner = (host.key, lk.svid, lk.oh)  # (self._owner, inline)
+            owner = self._owner(host, lk)
             start, end = byte_range(lk.offset, lk.length)
             if self.kernel is not None:
                 # Release in the kernel first: the core's wake-ups run the kernel veto.
