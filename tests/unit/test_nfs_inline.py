@@ -13,14 +13,12 @@ from floatlock.nfs import ops_create, ops_io, ops_lookup
 from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
 from floatlock.nfs.exports import parse_exports
 from floatlock.nfs.openfiles import OpenFiles
-from floatlock.nfs.pagecache import all_cached
 from floatlock.nfs.proto import CreateMode, DirOpArgs, Nfsstat3
 from floatlock.nfs.proto_args import CreateArgs, ReadArgs
 from floatlock.nfs.proto_attr import Sattr3
 from floatlock.nfs.proto_res import CreateRes
 from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.resolver import NotCached, Resolver
-from floatlock.rpc.filerange import FileRange
 from floatlock.rpc.message import AuthSys
 from floatlock.xdr import Decoder
 
@@ -48,10 +46,8 @@ def state(tmp_path: Path) -> Iterator[tuple[Path, ServerState]]:
         resolver.close()
 
 
-def _req(
-    st: ServerState, auth: AuthSys = ROOT, *, inline: bool = True, transport: str = "tcp"
-) -> Request:
-    return Request(st, Caller(auth, "127.0.0.1", 700, transport), cached_only=inline)
+def _req(st: ServerState, auth: AuthSys = ROOT, *, inline: bool = True) -> Request:
+    return Request(st, Caller(auth, "127.0.0.1", 700, "tcp"), cached_only=inline)
 
 
 def _fh(st: ServerState, path: Path) -> bytes:
@@ -151,13 +147,13 @@ def test_read_inline_needs_a_cached_descriptor(state: tuple[Path, ServerState]) 
     fh = _cached_fh(st, export / "f")
     a = ReadArgs(fh, 1, 100)
     with pytest.raises(NotCached):  # no READ descriptor yet: a worker opens it
-        ops_io.read3(_req(st, transport="udp"), a)
-    worker = ops_io.read3(_req(st, inline=False, transport="udp"), a)
+        ops_io.read3(_req(st), a)
+    worker = ops_io.read3(_req(st, inline=False), a)
     assert worker.status == Nfsstat3.OK and worker.data == b"2345" and worker.eof
-    res = ops_io.read3(_req(st, transport="udp"), a)  # descriptor cached, data cached
+    res = ops_io.read3(_req(st), a)  # descriptor cached, data in the page cache
     assert res == worker
     assert ReadRes.decode(Decoder(res.encode())) == worker
-    assert ops_io.read3(_req(st, transport="udp"), ReadArgs(fh, 0, 2)).data == b"12"
+    assert ops_io.read3(_req(st), ReadArgs(fh, 0, 2)).data == b"12"
 
 
 def test_read_inline_checks_as_the_caller(state: tuple[Path, ServerState]) -> None:
@@ -166,34 +162,3 @@ def test_read_inline_checks_as_the_caller(state: tuple[Path, ServerState]) -> No
     fh = _cached_fh(st, export / "f")
     assert ops_io.read3(_req(st, inline=False), ReadArgs(fh, 0, 5)).status == Nfsstat3.OK
     assert ops_io.read3(_req(st, USER), ReadArgs(fh, 0, 5)).status == Nfsstat3.ACCES
-
-
-def test_tcp_read_of_cached_data_names_a_file_range(state: tuple[Path, ServerState]) -> None:
-    """Over TCP, data all in the page cache is not read: the reply names the range (sent with
-    sendfile by the transport) and holds the descriptor until it is given back."""
-    export, st = state
-    fd = os.open(export / "f", os.O_RDONLY)
-    try:
-        if all_cached(fd, 0, 1) is None:
-            pytest.skip("no cachestat(2) in this kernel: READ always copies")
-    finally:
-        os.close(fd)
-    fh = _cached_fh(st, export / "f")
-    ops_io.read3(_req(st, inline=False, transport="udp"), ReadArgs(fh, 0, 5))  # opens, caches
-    udp = ops_io.read3(_req(st, transport="udp"), ReadArgs(fh, 1, 100))
-    res = ops_io.read3(_req(st), ReadArgs(fh, 1, 100))
-    rng = res.data
-    assert isinstance(rng, FileRange)
-    assert (rng.offset, rng.count, res.eof) == (1, 4, True)
-    entry = st.files.get(fh, False)
-    assert entry is not None and entry.users == 2  # the range's hold and this get
-    st.files.release(entry)
-    assert res.encode() == udp.encode()  # joined (a datagram's path): read, then given back
-    assert entry.users == 0
-    mid = ops_io.read3(_req(st), ReadArgs(fh, 1, 2))
-    assert isinstance(mid.data, FileRange) and not mid.eof and mid.data.read() == b"23"
-    mid.data.done()
-    mid.data.done()  # once only
-    assert entry.users == 0
-    past = ops_io.read3(_req(st), ReadArgs(fh, 9, 100))  # past the end: nothing to name
-    assert past.data == b"" and past.eof

@@ -48,8 +48,8 @@ from __future__ import annotations
 
 import mmap
 import struct
-from collections.abc import Sequence, Sized
-from typing import Any, TypeVar, cast
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "LAST_FRAGMENT",
@@ -283,19 +283,14 @@ def frame(record: bytes | bytearray | memoryview, fragment_size: int = MAX_FRAGM
     return b"".join(parts)
 
 
-_P = TypeVar("_P", bound=Sized)
-
-
-def frame_parts(parts: Sequence[_P]) -> list[bytes | _P]:
+def frame_parts(
+    parts: Sequence[bytes | bytearray | memoryview],
+) -> list[bytes | bytearray | memoryview]:
     """A record given in pieces, as buffers to send back to back: its mark, then the pieces
-    themselves (not joined), or, past :data:`MAX_FRAGMENT`, :func:`frame` of them joined.
-
-    A piece need only have a length (a reply may name a file range the transport sends with
-    sendfile, ``rpc.filerange``); only a record past MAX_FRAGMENT, made of buffers, is joined
-    (the largest reply with a file range, a 1 MiB READ, is far below it)."""
+    themselves (not joined), or, past :data:`MAX_FRAGMENT`, :func:`frame` of them joined."""
     size = 0
     for part in parts:
         size += len(part)
     if size > MAX_FRAGMENT:
-        return [frame(b"".join(cast(Sequence[bytes], parts)))]
+        return [frame(b"".join(parts))]
     return [_pack_hdr(LAST_FRAGMENT | size), *parts]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from floatlock.address import ServerAddress, canonical_ip, server_address
-from floatlock.net.gather import write_gathered, write_with_ranges
+from floatlock.net.gather import write_gathered
 from floatlock.net.receiver import RecordReceiver
 from floatlock.net.recordmark import (
     LAST_FRAGMENT,
@@ -27,8 +27,7 @@ from floatlock.net.recordmark import (
     frame,
     frame_parts,
 )
-from floatlock.rpc.dispatch import Part, Reply
-from floatlock.rpc.filerange import FileRange
+from floatlock.rpc.dispatch import Buffer, Reply
 
 if TYPE_CHECKING:
     from floatlock.net.tcp import TcpServer
@@ -68,12 +67,6 @@ def _peer(addr: Any) -> Any:
         except ValueError:
             return addr
     return addr
-
-
-def _give_back(parts: tuple[Part, ...]) -> None:
-    for part in parts:
-        if type(part) is FileRange:
-            part.done()
 
 
 class TcpConnection(asyncio.BufferedProtocol):
@@ -215,7 +208,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         dispatch = srv.dispatcher.dispatch
         # Synchronous replies to the records of one read leave in one write (one writev(2) for
         # a pipelined burst instead of one send per call).
-        out: list[Part] = []
+        out: list[Buffer] = []
         count = 0
         client = self.client
         server_addr = self.server_addr
@@ -245,7 +238,7 @@ class TcpConnection(asyncio.BufferedProtocol):
                     # Written at once, with the replies batched before it: the caller's
                     # buffers are sent or copied before the next call can change them.
                     out.extend(frame_parts(result))
-                    self._write_framed(out, count + 1, ranges=True)
+                    self._write_framed(out, count + 1)
                     out, count = [], 0
                     append = out.append
                     continue
@@ -296,8 +289,6 @@ class TcpConnection(asyncio.BufferedProtocol):
         else:
             reply = fut.result()
         if self._closed:
-            if isinstance(reply, tuple):
-                _give_back(reply)  # never written: its file ranges are done with
             return
         if reply is not None:
             self._write(reply)
@@ -306,14 +297,14 @@ class TcpConnection(asyncio.BufferedProtocol):
 
     def _write(self, reply: Reply) -> None:
         if isinstance(reply, tuple):
-            self._write_framed(frame_parts(reply), 1, ranges=True)
+            self._write_framed(frame_parts(reply), 1)
             return
         assert self._transport is not None
         self._transport.write(frame(reply))
         self._server.stats.replies += 1
         self._last_activity = self._loop.time()
 
-    def _write_framed(self, bufs: list[Part], count: int, *, ranges: bool = False) -> None:
+    def _write_framed(self, bufs: list[Buffer], count: int) -> None:
         """Write ``count`` replies already framed: [mark, reply, mark, head, data, ...].
 
         With asyncio's buffer empty, one writev straight to the socket; what it did not take
@@ -322,10 +313,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         assert self._transport is not None
         self._server.stats.replies += count
         self._last_activity = self._loop.time()
-        if ranges:  # (a reply in pieces: it may name a FileRange, sent with sendfile)
-            write_with_ranges(self._transport, self._fd, bufs)
-        else:
-            write_gathered(self._transport, self._fd, bufs)  # type: ignore[arg-type]
+        write_gathered(self._transport, self._fd, bufs)
 
     def _pause_reading(self) -> None:
         if not self._read_paused and not self._closed:

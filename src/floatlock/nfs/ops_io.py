@@ -13,10 +13,7 @@ READ may run on the event loop (``inline_metadata``, service.py) when its descri
 the same admission and permission checks, then ``preadv2(RWF_NOWAIT)`` straight into the
 buffer the reply is sent from; data not all in the page cache goes to a worker.  Both read
 into buffers reused from call to call (:mod:`floatlock.nfs.readbuf`): a fresh 1 MiB buffer
-costs a ``memset`` as long as a copy.  Over TCP, data the page cache holds whole
-(``cachestat``, :mod:`floatlock.nfs.pagecache`) is not read at all: the reply names the range
-(:class:`~floatlock.rpc.filerange.FileRange`) and the TCP transport sends it with
-``sendfile(2)``, page-cache pages into the socket; the descriptor stays in use until then.
+costs a ``memset`` as long as a copy.
 
 Write stability (section 3.3.7): UNSTABLE writes go to the page cache; DATA_SYNC and
 FILE_SYNC are followed by fdatasync/fsync before the reply; COMMIT fsyncs.  The write verifier
@@ -29,19 +26,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from functools import partial
 
 from floatlock.nfs.context import Request, attr_of, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
 from floatlock.nfs.openfiles import OpenFile
-from floatlock.nfs.pagecache import all_cached
 from floatlock.nfs.proto import Nfsstat3, StableHow
 from floatlock.nfs.proto_args import CommitArgs, FhArgs, ReadArgs, WriteArgs
 from floatlock.nfs.proto_attr import Fattr3, WccAttr, WccData
 from floatlock.nfs.proto_res_io import CommitRes, ReadlinkRes, ReadRes, WriteRes
 from floatlock.nfs.readbuf import ReadBuffers
 from floatlock.nfs.resolver import NotCached, Obj
-from floatlock.rpc.filerange import FileRange
 
 _BUFFERS = ReadBuffers()
 
@@ -171,16 +165,10 @@ def read3(req: Request, a: ReadArgs) -> ReadRes:
         entry, st = _open_file(req, a.fh, write=False)
     except _Refused as e:
         return ReadRes(e.status, e.attr)
-    handed_over = False
     try:
         data: bytes | bytearray | memoryview
         try:
             count = min(a.count, req.max_io)
-            if count and req.caller.transport == "tcp":
-                res = _read_range(req, entry, st, a.offset, count)
-                if res is not None:
-                    handed_over = True  # the reply's FileRange gives the entry back once sent
-                    return res
             if not count:
                 data = b""
             elif req.cached_only:
@@ -195,22 +183,7 @@ def read3(req: Request, a: ReadArgs) -> ReadRes:
             raise NotCached  # only part of it was cached: a worker reads it all
         return ReadRes(Nfsstat3.OK, _fattr(entry, st), eof, data)
     finally:
-        if not handed_over:
-            req.state.files.release(entry)
-
-
-def _read_range(
-    req: Request, entry: OpenFile, st: os.stat_result, offset: int, count: int
-) -> ReadRes | None:
-    """READ over TCP of data all in the page cache: the reply names the range (a FileRange,
-    sent with sendfile(2): no copy in user space) and holds ``entry`` until it is sent.
-    None when a page is not cached or the kernel cannot tell (the data is read instead)."""
-    n = min(count, st.st_size - offset)
-    if n <= 0 or all_cached(entry.fd, offset, n) is not True:
-        return None
-    files = req.state.files
-    rng = FileRange(entry.fd, offset, n, partial(files.release, entry))
-    return ReadRes(Nfsstat3.OK, _fattr(entry, st), offset + n >= st.st_size, rng)
+        req.state.files.release(entry)
 
 
 def write3(req: Request, a: WriteArgs) -> WriteRes:

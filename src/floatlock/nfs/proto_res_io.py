@@ -19,7 +19,6 @@ from floatlock.nfs.proto_res import (
     encode_head,
     encode_wcc_head,
 )
-from floatlock.rpc.filerange import FileRange
 from floatlock.xdr import Decoder
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # XDR padding of opaque data, by length
@@ -53,24 +52,16 @@ class ReadRes:
     status: Nfsstat3
     attr: Fattr3 | None = None
     eof: bool = False
-    # The server reads into a reused buffer, or, over TCP, names a range of the file that the
-    # transport sends with sendfile (rpc.filerange).
-    data: bytes | bytearray | memoryview | FileRange = b""
+    data: bytes | bytearray | memoryview = b""  # the server reads into a bytearray
 
     def encode(self) -> bytes:
         if self.status != Nfsstat3.OK:
             return encode_head(self.status, self.attr).getvalue()
         # The data is up to 1 MiB: copy it once (one join) rather than into the encoder's
         # buffer and out again.  Over TCP it is not copied at all (parts(), service.py).
-        data = self.data
-        if type(data) is FileRange:  # (only made for TCP replies; read here all the same)
-            try:
-                return ReadRes(self.status, self.attr, self.eof, data.read()).encode()
-            finally:
-                data.done()
-        return b"".join(self.parts())  # type: ignore[arg-type]
+        return b"".join(self.parts())
 
-    def parts(self) -> tuple[bytes | bytearray | memoryview | FileRange, ...]:
+    def parts(self) -> tuple[bytes | bytearray | memoryview, ...]:
         """A READ3resok as buffers to send back to back: the head (status, attributes, count,
         eof, the data's length), the data itself (not copied), its XDR padding if any."""
         enc = encode_head(self.status, self.attr)

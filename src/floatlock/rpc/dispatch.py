@@ -37,7 +37,6 @@ from typing import Any, Final, Generic, TypeVar
 
 from floatlock.address import ServerAddress
 from floatlock.rpc.drc import IN_PROGRESS, ReplyCache
-from floatlock.rpc.filerange import FileRange
 from floatlock.rpc.message import (
     AcceptStat,
     AuthStat,
@@ -59,7 +58,6 @@ __all__ = [
     "DispatchResult",
     "Dispatcher",
     "EncodedParts",
-    "Part",
     "Procedure",
     "RpcStats",
     "null_procedure",
@@ -147,28 +145,23 @@ class RpcStats:
 MAX_CACHED_CREDS = 1024
 #: A contiguous buffer; a reply may be sent as several (scatter/gather).
 Buffer = bytes | bytearray | memoryview
-#: A piece of a reply sent in pieces: a buffer, or a range of an open file (sendfile).
-Part = Buffer | FileRange
 
 
-class EncodedParts(tuple[Part, ...]):
+class EncodedParts(tuple[Buffer, ...]):
     """A handler's result already encoded (the procedure's ``encode`` is not called), as
-    pieces sent back to back: a 1 MiB NFS READ reply is its head, then the buffer the data
-    was read into, or the :class:`~floatlock.rpc.filerange.FileRange` it is to be sent from,
-    never joined into one string.  Only the TCP transport sends a reply in pieces, so a
-    handler returns one only for a call that came over TCP.  The transport has written the
-    pieces, or copied what the socket did not take, before it dispatches the connection's
-    next call; until then they must not change.  A FileRange is given back (``done``) by the
-    transport once written, or when the reply is dropped."""
+    buffers sent back to back: a 1 MiB NFS READ reply is its head, then the buffer the data
+    was read into, never joined into one string.  Only the TCP transport sends a reply in
+    pieces, so a handler returns one only for a call that came over TCP.  The transport has
+    written the pieces, or copied what the socket did not take, before it dispatches the
+    connection's next call; until then they must not change."""
 
     __slots__ = ()
 
 
 #: A reply: one message, or (an idempotent procedure's :class:`EncodedParts` result to a call
 #: that came over TCP) the RPC header followed by the parts, for the transport to write with
-#: one writev (and sendfile for a FileRange).  The datagram transports only ever get bytes
-#: (``_reply`` joins the parts; no handler makes a FileRange for them).
-Reply = bytes | tuple[Part, ...]
+#: one writev.  The datagram transports only ever get bytes (``_reply`` joins the parts).
+Reply = bytes | tuple[Buffer, ...]
 DispatchResult = Reply | None | Awaitable[Reply | None]
 
 
