@@ -129,3 +129,22 @@ def test_root_identity_changes_nothing_and_base_groups_restores() -> None:
         return seen
 
     assert in_thread(run) == [(0, 0, BASE), (0, 0, BASE)]
+
+
+def test_a_new_thread_inherits_lingering_groups_and_is_not_fooled() -> None:
+    """Thread A leaves a caller's groups in place (lazy); a thread A starts inherits them in
+    the kernel.  A caller there whose groups are the daemon's own must get exactly those."""
+
+    def child() -> tuple[int, ...]:
+        with fsuid.acting_as(Identity(1000, 1000, BASE)):
+            return kernel_ids()[2]
+
+    def parent() -> tuple[tuple[int, ...], tuple[int, ...]]:
+        with fsuid.acting_as(Identity(1000, 1000, (11, 22))):
+            pass
+        lingering = kernel_ids()[2]
+        return lingering, in_thread(child)
+
+    lingering, seen = in_thread(parent)
+    assert lingering == (11, 22)
+    assert seen == BASE

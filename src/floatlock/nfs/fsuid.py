@@ -24,7 +24,8 @@ saves two ``setgroups`` per call: each replaces the thread's credentials (prepar
 commit_creds, freed after an RCU grace period), 2.8 us here, and an ``acting_as`` round trip
 went from 18.5 to about 10 us (``python -m bench.nfs_dispatch`` shows it in LOOKUP and
 CREATE).  What each thread has is tracked per thread (:class:`_ThreadGroups`), set only after
-the kernel accepted it.
+the kernel accepted it, and read from the kernel on a thread's first use (a thread inherits
+the groups of the thread that started it).
 
 A thread that cannot be switched back is unusable: :class:`IdentityError` is raised and must
 not be swallowed (the worker thread pool is not to be trusted after it).
@@ -61,9 +62,13 @@ class IdentityError(RuntimeError):
 
 
 class _ThreadGroups(threading.local):
-    """The supplementary groups the kernel holds for the current thread (as last set)."""
+    """The supplementary groups the kernel holds for the current thread (as last set).
 
-    groups: tuple[int, ...] = _BASE_GROUPS
+    Read from the kernel on a thread's first use, not assumed: a new thread inherits the
+    credentials of the thread that started it, which may be a caller's lingering groups."""
+
+    def __init__(self) -> None:
+        self.groups: tuple[int, ...] = tuple(os.getgroups())  # getgroups(2): this thread's
 
 
 _thread = _ThreadGroups()
