@@ -19,7 +19,10 @@ leaves the last caller's groups in place, and the next caller's groups are set o
 differ from what the thread has (the common case, one client user after another, sets none).
 Groups grant nothing to a thread whose fsuid is 0: it holds the filesystem capabilities, which
 override every permission check groups take part in, and a file it creates takes its group
-from the fsgid (0) or a set-group-ID directory, never from the supplementary list.  That
+from the fsgid (0) or a set-group-ID directory, never from the supplementary list.  (That
+holds where the local kernel decides access: local and cluster filesystems, what floatlock
+exports.  A filesystem whose remote server decides from the credential it is sent, such as an
+NFS mount re-exported, would see the lingering groups in the daemon's own requests.)  That
 saves two ``setgroups`` per call: each replaces the thread's credentials (prepare_creds and
 commit_creds, freed after an RCU grace period), 2.8 us here, and an ``acting_as`` round trip
 went from 18.5 to about 10 us (``python -m bench.nfs_dispatch`` shows it in LOOKUP and
