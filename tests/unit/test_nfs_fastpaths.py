@@ -123,3 +123,10 @@ def test_result_fast_encoders_match_item_by_item(a: Fattr3, fh: bytes, d: Fattr3
 def test_lookup_res_refuses_an_oversize_handle() -> None:
     res = LookupRes(Nfsstat3.OK, None, b"h" * (NFS3_FHSIZE + 1), None)
     assert outcome(res.encode)[0] == "error"
+
+
+def test_an_out_of_range_attribute_is_an_xdr_error_as_before() -> None:
+    t = NfsTime(0, 0)
+    a = Fattr3(Ftype3.REG, 0, 1, 2**33, 0, 0, 0, (0, 0), 0, 0, t, t, t)  # uid past 32 bits
+    assert outcome(GetattrRes(Nfsstat3.OK, a).encode)[0] == "error"
+    assert outcome(a.encode, Encoder())[0] == "error"

@@ -139,6 +139,12 @@ class Fattr3:
         enc.raw(self.wire())
 
     def _pack(self) -> bytes:
+        try:
+            return self._pack_fields()
+        except struct.error as e:  # (as Encoder.pack: a value out of its XDR range)
+            raise XdrError(str(e)) from None
+
+    def _pack_fields(self) -> bytes:
         return _FATTR.pack(
             self.type,
             self.mode,
