@@ -150,6 +150,7 @@ class Cell:
     result: LoadResult
     user_us: float  # server user CPU per call (median over runs); 0 for the echo
     sys_us: float
+    rates: tuple[float, ...] = ()  # calls/s of every run, in the order the runs alternated
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +226,7 @@ def measure(
                             best,
                             _median([x[1] for x in rs]),
                             _median([x[2] for x in rs]),
+                            tuple(x[0].calls_per_s for x in rs),
                         )
                     )
     return cells
