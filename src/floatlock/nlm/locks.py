@@ -9,9 +9,12 @@ calls that care about time take ``now``; every call that changes state returns e
 kernel OFD mirror, journal, metrics.  Held locks live per file in
 :class:`~floatlock.nlm.filelocks.FileLocks` (POSIX replace / merge / split semantics), blocked
 requests in a :class:`~floatlock.nlm.blocked.BlockedQueue`, reservations (SHARE / UNSHARE)
-in the :class:`~floatlock.nlm.sharing.ShareManager` base class.  Every record carries its host
-so that :meth:`LockManager.drop_host` releases exactly one client's state (the seed's failover
-drops the locks of the clients of one server address, keyed by host).
+in the :class:`~floatlock.nlm.sharing.ShareManager` base class; the tables and the read-only
+queries over them (listings, counts, "is this file in use") are the
+:class:`~floatlock.nlm.lockqueries.LockQueries` base class, this module the transitions.
+Every record carries its host so that :meth:`LockManager.drop_host` releases exactly one
+client's state (the seed's failover drops the locks of the clients of one server address,
+keyed by host).
 
 LOCK.  A non-blocking request is granted unless a lock of another owner conflicts (the reply
 names that holder, like TEST).  A blocking request is granted when nothing conflicts *and* no
@@ -44,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from floatlock.nlm.blocked import BlockedQueue, Waiter, reaches
+from floatlock.nlm.blocked import Waiter, reaches
 from floatlock.nlm.effects import (
     Blocked,
     Cancelled,
@@ -56,7 +59,7 @@ from floatlock.nlm.effects import (
     ShareRemoved,
 )
 from floatlock.nlm.filelocks import FileLocks, Plan
-from floatlock.nlm.locktable import LockTable
+from floatlock.nlm.lockqueries import LockQueries
 from floatlock.nlm.ranges import RANGE_END, byte_range
 from floatlock.nlm.records import BlockedLock, FileKey, HostKey, Lock, OwnerKey
 from floatlock.nlm.results import (
@@ -68,7 +71,6 @@ from floatlock.nlm.results import (
     LockResult,
 )
 from floatlock.nlm.shares import ShareReservation
-from floatlock.nlm.sharing import ShareManager
 
 __all__ = ["Admit", "LockConflictError", "LockManager"]
 
@@ -92,8 +94,9 @@ def _always(_: Lock) -> bool:
     return True
 
 
-class LockManager(ShareManager):
-    """Held locks, share reservations and blocked requests of every file."""
+class LockManager(LockQueries):
+    """Held locks, share reservations and blocked requests of every file: the transitions
+    (the tables and what reads them are :class:`~floatlock.nlm.lockqueries.LockQueries`')."""
 
     def __init__(
         self,
@@ -109,8 +112,6 @@ class LockManager(ShareManager):
         self.max_blocked_total = max_blocked_total
         super().__init__(max_shares_per_host=max_shares_per_host)
         self._admit: Admit = admit if admit is not None else _always
-        self._table = LockTable()
-        self._queue = BlockedQueue()
 
     # -- byte-range locks --------------------------------------------------------------------
 
@@ -250,50 +251,6 @@ class LockManager(ShareManager):
     def drop_owner(self, owner: OwnerKey) -> tuple[Effect, ...]:
         """Release every lock, reservation and queued request of one owner."""
         return self._drop([owner], self._queue.of_owner(owner), self._shares.of_owner(owner))
-
-    # -- listing -----------------------------------------------------------------------------
-
-    def held(self, *, host: HostKey | None = None, file: FileKey | None = None) -> list[Lock]:
-        """Held lock records, optionally only those of ``host`` and/or on ``file``."""
-        return list(self._table.held(host, file))
-
-    def waiting(
-        self, *, host: HostKey | None = None, file: FileKey | None = None
-    ) -> list[BlockedLock]:
-        """Queued requests (arrival order per file), optionally filtered."""
-        if file is not None:
-            waiters = self._queue.of_file(file)
-        elif host is not None:
-            waiters = self._queue.of_host(host)
-        else:
-            waiters = self._queue.all()
-        return [w.blocked for w in waiters if host is None or w.blocked.lock.host == host]
-
-    def owner_holds(self, file: FileKey, owner: OwnerKey) -> bool:
-        """True when ``owner`` holds a lock on ``file`` (O(1): lockd closes the owner's
-        kernel descriptor of the file when this turns False)."""
-        return self._table.owner_holds(file, owner)
-
-    def file_in_use(self, file: FileKey) -> bool:
-        """True while ``file`` has held locks, queued requests or share reservations."""
-        return (
-            self._table.file(file) is not None
-            or self._queue.has_file(file)
-            or self._shares.has_file(file)
-        )
-
-    def host_busy(self, host: HostKey) -> bool:
-        """True while ``host`` holds a lock or a share reservation or has a queued request
-        (three dict lookups, no listing)."""
-        return bool(self._table.count(host) or self._queue.count(host) or self._shares.count(host))
-
-    def lock_count(self, host: HostKey) -> int:
-        """Held lock records of ``host`` (what ``max_locks_per_host`` caps)."""
-        return self._table.count(host)
-
-    def blocked_count(self, host: HostKey | None = None) -> int:
-        """Queued requests of ``host``, or of everyone."""
-        return len(self._queue) if host is None else self._queue.count(host)
 
     # -- internals ---------------------------------------------------------------------------
 
