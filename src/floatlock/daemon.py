@@ -168,6 +168,7 @@ class Daemon:
             except OSError as e:
                 udp.close()
                 if e.errno == errno.EADDRINUSE and attempt + 1 < tries:
+                    log.debug("%s port %d: held for TCP already, another port", host, udp.port)
                     continue
                 raise
             return udp, tcp

@@ -65,9 +65,9 @@ def test_acting_as_sets_and_restores_ids() -> None:
     before, inside, after = in_thread(run)
     assert before == (0, 0, BASE)
     assert inside == (1234, 5678, (11, 22))
-    # fsuid and fsgid are root's again; the groups stay (lazy, see the module docstring).
+    # fsuid and fsgid are root's again; the groups stay when they may (module docstring).
     assert after[:2] == (0, 0)
-    assert after[2] == (11, 22)
+    assert after[2] == ((11, 22) if fsuid.LAZY_GROUPS else BASE)
 
 
 def test_next_caller_gets_exactly_its_own_groups() -> None:
@@ -146,5 +146,30 @@ def test_a_new_thread_inherits_lingering_groups_and_is_not_fooled() -> None:
         return lingering, in_thread(child)
 
     lingering, seen = in_thread(parent)
-    assert lingering == (11, 22)
+    assert lingering == ((11, 22) if fsuid.LAZY_GROUPS else BASE)
     assert seen == BASE
+
+
+def test_a_switch_that_fails_half_way_is_undone() -> None:
+    """(uint32)-1 is setfsgid's "no change": the gid part fails after the groups were set;
+    the thread must be back at fsuid/fsgid 0, not left half the caller."""
+
+    def run() -> tuple[int, int, tuple[int, ...]]:
+        with pytest.raises(fsuid.IdentityError), fsuid.acting_as(Identity(1000, 2**32 - 1, (7,))):
+            pass
+        return kernel_ids()
+
+    assert in_thread(run)[:2] == (0, 0)
+
+    def run_uid() -> tuple[int, int, tuple[int, ...]]:
+        with pytest.raises(fsuid.IdentityError), fsuid.acting_as(Identity(2**32 - 1, 1000, ())):
+            pass
+        return kernel_ids()
+
+    assert in_thread(run_uid)[:2] == (0, 0)
+
+
+def test_lazy_groups_only_with_the_filesystem_capabilities() -> None:
+    with open("/proc/self/status") as f:
+        eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    assert (eff & 0x1F == 0x1F) == fsuid.LAZY_GROUPS

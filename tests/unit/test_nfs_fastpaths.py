@@ -3,7 +3,8 @@
 ``FhArgs.decode_at`` / ``DirOpArgs.decode_at`` (the dispatcher's no-Decoder path) must accept
 exactly what ``decode`` over a Decoder (plus ``done()``) accepts and decode it the same way,
 and refuse the rest with XdrError.  ``GetattrRes.encode`` / ``LookupRes.encode`` join cached
-attribute bytes; they must give the bytes an Encoder gives, item by item.
+attribute bytes; they must give the bytes an Encoder gives when it writes every field of the
+result one by one (built here independently of the codec's packed format).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from floatlock.nfs.proto import NFS3_FHSIZE, DirOpArgs, Ftype3, Nfsstat3
+from floatlock.nfs.proto import MAX_PATH, NFS3_FHSIZE, DirOpArgs, Ftype3, Nfsstat3
 from floatlock.nfs.proto_args import FhArgs
 from floatlock.nfs.proto_attr import Fattr3, NfsTime
 from floatlock.nfs.proto_res import GetattrRes, LookupRes
 from floatlock.xdr import Decoder, Encoder, XdrError
-
-_FATTR = struct.Struct(">IIIIIQQIIQQIIIIII")
 
 
 def general(decode: Any, data: bytes, pos: int) -> Any:
@@ -71,6 +70,13 @@ def test_decode_at_on_the_edges() -> None:
     assert outcome(FhArgs.decode_at, ok + b"\0\0\0\0", 0)[0] == "error"  # trailing bytes
     assert outcome(FhArgs.decode_at, ok[:-1], 0)[0] == "error"  # truncated
     assert outcome(FhArgs.decode_at, b"\0\0\0", 0)[0] == "error"  # no length word
+    longest = opaque(b"fh") + opaque(b"n" * MAX_PATH)  # names are decoded up to MAX_PATH
+    assert DirOpArgs.decode_at(longest, 0).name == "n" * MAX_PATH
+    assert outcome(DirOpArgs.decode_at, opaque(b"fh") + opaque(b"n" * (MAX_PATH + 1)), 0)[0] == (
+        "error"
+    )
+    for data in (longest, opaque(b"fh") + opaque(b"n" * (MAX_PATH + 1))):
+        assert outcome(DirOpArgs.decode_at, data, 0) == outcome(general, DirOpArgs.decode, data, 0)
     name = "caf\xe9".encode() + b"\xff"  # not UTF-8 at the end: survives (surrogateescape)
     args = DirOpArgs.decode_at(opaque(b"fh") + opaque(name), 0)
     assert args == DirOpArgs(b"fh", name.decode("utf-8", "surrogateescape"))
@@ -93,11 +99,20 @@ fattrs = st.builds(
 
 
 def fattr_bytes(a: Fattr3) -> bytes:
-    t = (a.atime, a.mtime, a.ctime)
-    return _FATTR.pack(
-        a.type, a.mode, a.nlink, a.uid, a.gid, a.size, a.used, *a.rdev, a.fsid, a.fileid,
-        *(x for n in t for x in (n.seconds, n.nseconds)),
-    )  # fmt: skip
+    """fattr3 item by item with an Encoder (RFC 1813 section 2.5's field order and sizes)."""
+    enc = Encoder()
+    for v in (a.type, a.mode, a.nlink, a.uid, a.gid):
+        enc.u32(v)
+    enc.u64(a.size)
+    enc.u64(a.used)
+    enc.u32(a.rdev[0])  # specdata3
+    enc.u32(a.rdev[1])
+    enc.u64(a.fsid)
+    enc.u64(a.fileid)
+    for t in (a.atime, a.mtime, a.ctime):
+        enc.u32(t.seconds)
+        enc.u32(t.nseconds)
+    return enc.getvalue()
 
 
 def post_op(a: Fattr3 | None) -> bytes:

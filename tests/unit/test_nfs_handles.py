@@ -56,6 +56,16 @@ def test_squash_modes() -> None:
     assert squash(root, Squash.NONE) == Identity(0, 0, (0, 5))
     assert squash(user, Squash.ALL, 7, 8) == Identity(7, 8, ())
     assert squash(None, Squash.NONE, 7, 8) == Identity(7, 8, ())
+    plain = AuthSys(0, "c", 1000, 100, (100,))
+    assert squash(plain, Squash.ROOT) == Identity(1000, 100, (100,))
+
+
+def test_squash_makes_uint32_minus_one_anonymous() -> None:
+    """(uint32)-1 is no account, and setfsuid/setfsgid take it as "change nothing"."""
+    bad = AuthSys(0, "c", 2**32 - 1, 2**32 - 1, (5, 2**32 - 1))
+    for mode in (Squash.ROOT, Squash.NONE):
+        assert squash(bad, mode, 7, 8) == Identity(7, 8, (5, 8))
+    assert squash(AuthSys(0, "c", 2**32 - 1, 100, ()), Squash.NONE, 7, 8) == Identity(7, 100, ())
 
 
 def test_cookie_verifier_changes_with_directory() -> None:

@@ -408,3 +408,13 @@ def test_first_lock_on_a_file_honours_the_host_cap_and_the_admit_veto() -> None:
     vetoed = LockManager(admit=lambda _lk: False)
     d = vetoed.lock(F, A, HA, 0, 1, True, block=False, now=0.0)
     assert isinstance(d, LockDenied) and d.holder is None and not vetoed.file_in_use(F)
+
+
+def test_the_granted_record_is_a_whole_lock() -> None:
+    """LockManager.lock builds its Lock with tuple.__new__ (no arity check): a field added to
+    Lock and not to that call would make short records; this catches it."""
+    m = LockManager()
+    r = m.lock("f", "o", "h", 5, 10, True, block=False, now=0.0)
+    assert isinstance(r, LockGranted)
+    assert len(r.lock) == len(Lock._fields)
+    assert r.lock == Lock("f", "o", "h", 5, 15, True)

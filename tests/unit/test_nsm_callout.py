@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 from pathlib import Path
 
+import pytest
+
+from floatlock.nfs import fsuid
+from floatlock.nfs.creds import Identity
 from floatlock.nsm.callout import HaCallout
 
 
@@ -38,3 +43,23 @@ def test_callout_failures_are_survived(tmp_path: Path) -> None:
         ]
 
     assert asyncio.run(main()) == [False, False, False]
+
+
+def test_callout_gets_the_daemons_groups_not_a_callers(tmp_path: Path) -> None:
+    """The loop thread may still hold the groups of the last NFS caller (nfs/fsuid lazy
+    groups); the callout started from it must not inherit them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (setfsuid)")
+    out = tmp_path / "groups"
+    prog = script(tmp_path, f"id -G > {out}\n")
+
+    async def main() -> bool:
+        with fsuid.acting_as(Identity(1000, 1000, (4242, 27))):
+            pass  # the thread now holds (4242, 27) when LAZY_GROUPS
+        return await HaCallout(prog).run("add-client", "c", "198.18.0.10")
+
+    assert asyncio.run(main()) is True
+    # `id -G` prints the effective gid first, then the supplementary groups
+    groups = {int(g) for g in out.read_text().split()[1:]}
+    assert not groups & {4242, 27}
+    assert groups <= set(fsuid.DAEMON_GROUPS) | {os.getegid()}

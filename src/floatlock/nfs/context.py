@@ -120,7 +120,7 @@ class Request:
         if modify and not opts.rw:
             raise NfsError(Nfsstat3.ROFS, "read-only export")
         self.options = opts
-        self._identity = None  # squashed when first needed: GETATTR and READ never ask
+        self._identity = None  # squashed when first needed (GETATTR never asks)
         return opts
 
     @property

@@ -8,6 +8,9 @@ the kernel will check every access against (see :mod:`floatlock.nfs.fsuid`):
   supplementary list, as Linux nfsd does);
 * ``no_root_squash``: the credential as sent.
 
+In every mode an id of (uint32)-1 becomes the anonymous one: no account has it, and
+``setfsuid``/``setfsgid`` take it as "change nothing".
+
 AUTH_NONE callers are anonymous: Linux nfsd maps AUTH_NULL to the anonymous user rather than
 refusing it, and clients use AUTH_NONE only for NULL pings and the odd MOUNT call.
 """
@@ -49,9 +52,25 @@ def squash(
     if auth is None or mode is Squash.ALL:
         return Identity(anonuid, anongid, ())
     if mode is Squash.NONE:
-        return Identity(auth.uid, auth.gid, auth.gids)
+        return _valid(Identity(auth.uid, auth.gid, auth.gids), anonuid, anongid)
     uid = anonuid if auth.uid == 0 else auth.uid
     gid = anongid if auth.gid == 0 else auth.gid
     gids = auth.gids
     groups = tuple(anongid if g == 0 else g for g in gids) if 0 in gids else tuple(gids)
-    return Identity(uid, gid, groups)
+    return _valid(Identity(uid, gid, groups), anonuid, anongid)
+
+
+#: (uint32)-1: no user or group can have it; ``setfsuid(-1)`` is a query that changes nothing.
+INVALID_ID = 0xFFFFFFFF
+
+
+def _valid(ident: Identity, anonuid: int, anongid: int) -> Identity:
+    """``ident`` with (uint32)-1 ids made anonymous (a credential may carry any 32-bit value,
+    and the thread could not take that one)."""
+    if ident.uid != INVALID_ID and ident.gid != INVALID_ID and INVALID_ID not in ident.groups:
+        return ident
+    return Identity(
+        anonuid if ident.uid == INVALID_ID else ident.uid,
+        anongid if ident.gid == INVALID_ID else ident.gid,
+        tuple(anongid if g == INVALID_ID else g for g in ident.groups),
+    )

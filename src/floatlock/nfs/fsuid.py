@@ -17,21 +17,30 @@ before switching.
 Supplementary groups are switched lazily.  Going back to root restores fsuid and fsgid 0 but
 leaves the last caller's groups in place, and the next caller's groups are set only when they
 differ from what the thread has (the common case, one client user after another, sets none).
-Groups grant nothing to a thread whose fsuid is 0: it holds the filesystem capabilities, which
-override every permission check groups take part in, and a file it creates takes its group
-from the fsgid (0) or a set-group-ID directory, never from the supplementary list.  (That
-holds where the local kernel decides access: local and cluster filesystems, what floatlock
-exports.  A filesystem whose remote server decides from the credential it is sent, such as an
-NFS mount re-exported, would see the lingering groups in the daemon's own requests.)  That
-saves two ``setgroups`` per call: each replaces the thread's credentials (prepare_creds and
-commit_creds, freed after an RCU grace period), 2.8 us here, and an ``acting_as`` round trip
-went from 18.5 to about 10 us (``python -m bench.nfs_dispatch`` shows it in LOOKUP and
+Groups grant nothing to a thread whose fsuid is 0 *and* that holds the filesystem
+capabilities (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID): they
+override every permission check groups take part in, and a file the thread creates takes its
+group from the fsgid (0) or a set-group-ID directory, never from the supplementary list.  So
+the lazy switch is used only when the daemon's effective set has all five (read from
+``/proc/self/status`` at import: a unit with a narrower capability bounding set, or a user
+namespace without them, restores the groups after every call as before).  (It holds where the
+local kernel decides access: local and cluster filesystems, what floatlock exports.  A
+filesystem whose remote server decides from the credential it is sent, such as a re-exported
+NFS mount, would see the lingering groups in the daemon's own requests.)  Child processes
+would inherit them too: whoever starts one from a thread that may have served a call gives it
+the daemon's groups (:data:`DAEMON_GROUPS`; the HA callout, :mod:`floatlock.nsm.callout`).
+That saves two ``setgroups`` per call: each replaces the thread's credentials (prepare_creds
+and commit_creds, freed after an RCU grace period), 2.8 us here, and an ``acting_as`` round
+trip went from 18.5 to about 10 us (``python -m bench.nfs_dispatch`` shows it in LOOKUP and
 CREATE).  What each thread has is tracked per thread (:class:`_ThreadGroups`), set only after
 the kernel accepted it, and read from the kernel on a thread's first use (a thread inherits
 the groups of the thread that started it).
 
-A thread that cannot be switched back is unusable: :class:`IdentityError` is raised and must
-not be swallowed (the worker thread pool is not to be trusted after it).
+A switch that fails half-way (an id the kernel refuses, or (uint32)-1, which ``setfsuid``
+takes as "no change") is undone before :class:`IdentityError` is raised: the thread never
+keeps part of a caller's identity.  A thread that cannot be switched back is unusable:
+:class:`IdentityError` is raised and must not be swallowed (the worker thread pool is not to
+be trusted after it).
 """
 
 from __future__ import annotations
@@ -57,7 +66,28 @@ _syscall.restype = ctypes.c_long
 
 _SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159, "ppc64le": 81, "s390x": 206}[platform.machine()]
 _NO_CHANGE = 0xFFFFFFFF  # setfsuid(-1) fails and returns the current value: a pure query
-_BASE_GROUPS = tuple(os.getgroups())  # the daemon's own: what every thread starts with
+#: The daemon's own supplementary groups (read at import, before any call is served): what a
+#: thread goes back to when groups are not switched lazily, and what a child process gets.
+DAEMON_GROUPS: tuple[int, ...] = tuple(os.getgroups())
+
+# capabilities(7) numbers: CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER,
+# CAP_FSETID, the filesystem capabilities that make supplementary groups moot at fsuid 0.
+_FS_CAPS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4)
+
+
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+#: Leave a caller's groups on the thread after the call (see the module docstring).
+LAZY_GROUPS = _effective_caps() & _FS_CAPS == _FS_CAPS
 
 
 class IdentityError(RuntimeError):
@@ -93,12 +123,16 @@ def current_fsids() -> tuple[int, int]:
 def _switch(uid: int, gid: int, groups: tuple[int, ...]) -> None:
     # Groups and gid first: once the fsuid is not 0 nothing else matters for permission, and
     # switching back goes the other way (uid first) so root's capabilities are regained first.
-    if groups != _thread.groups:
-        _setgroups(groups)
-    _setfsgid(gid)
-    _setfsuid(uid)
-    if current_fsids() != (uid, gid):
-        raise IdentityError(f"could not become fsuid {uid} fsgid {gid}")
+    try:
+        if groups != _thread.groups:
+            _setgroups(groups)
+        _setfsgid(gid)
+        _setfsuid(uid)
+        if current_fsids() != (uid, gid):
+            raise IdentityError(f"could not become fsuid {uid} fsgid {gid}")
+    except BaseException:
+        _back_to_root()  # whatever part of the switch happened is undone
+        raise
 
 
 def _back_to_root() -> None:
@@ -106,6 +140,8 @@ def _back_to_root() -> None:
     _setfsgid(0)
     if current_fsids() != (0, 0):
         raise IdentityError("could not return to fsuid 0")
+    if not LAZY_GROUPS and _thread.groups != DAEMON_GROUPS:
+        _setgroups(DAEMON_GROUPS)
 
 
 class acting_as:  # lower case: used like the function it replaced
@@ -137,9 +173,9 @@ class acting_as:  # lower case: used like the function it replaced
 def base_groups() -> tuple[int, ...]:
     """Put the thread's supplementary groups back to the daemon's own (tests, and code that
     must show the process's groups); a no-op when they are already."""
-    if _thread.groups != _BASE_GROUPS:
-        _setgroups(_BASE_GROUPS)
-    return _BASE_GROUPS
+    if _thread.groups != DAEMON_GROUPS:
+        _setgroups(DAEMON_GROUPS)
+    return DAEMON_GROUPS
 
 
 @contextmanager

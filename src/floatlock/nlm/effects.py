@@ -18,7 +18,8 @@ Effects and results (:mod:`floatlock.nlm.results`) are values nobody changes onc
 the ones made on every LOCK and UNLOCK are plain slotted dataclasses, not ``frozen``: a frozen
 dataclass's ``__init__`` sets each field through ``object.__setattr__`` and costs about twice
 as much (``Granted(lock)`` 207 ns frozen against ~100 ns, ``python -m timeit``), while
-equality still compares the class, so ``Granted(l) != Released(l)``.
+equality still compares the class, so ``Granted(l) != Released(l)``.  Being mutable they are
+not hashable: nothing puts an effect or a result in a set or uses one as a key.
 """
 
 from __future__ import annotations

@@ -7,13 +7,18 @@ server address a client reached), never "127.0.0.1".
 
 The program is executed directly (no shell, so a hostile name is one argument, never a
 command), with a timeout; failures are logged and survived.  Calls run as tasks and never
-block the event loop or the SM_MON reply.
+block the event loop or the SM_MON reply.  It gets the daemon's own supplementary groups, set
+in the child before it executes (``extra_groups``): the event loop thread it is started from
+may still hold the groups of the last NFS caller it served (:mod:`floatlock.nfs.fsuid`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+
+from floatlock.nfs.fsuid import DAEMON_GROUPS
 
 __all__ = ["HaCallout"]
 
@@ -37,6 +42,8 @@ class HaCallout:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
+                # (only root may set groups; a daemon that is not never switches them)
+                extra_groups=list(DAEMON_GROUPS) if os.geteuid() == 0 else None,
             )
         except OSError as e:
             self.failures += 1
