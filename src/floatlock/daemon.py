@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from floatlock.config import Config
+from floatlock.net.portpair import listen_pair
 from floatlock.net.tcp import TcpServer
 from floatlock.net.udp import UdpServer
 from floatlock.portmap.proto import Endpoint
@@ -43,9 +44,6 @@ log = logging.getLogger("floatlock.daemon")
 
 # NFS WRITE of 1 MiB plus its header must fit in one TCP record.
 MAX_TCP_RECORD = (1 << 20) + 8192
-#: Ephemeral ports tried for a service configured on port 0 (UDP picks one, TCP must get the
-#: same number; another process may hold it for TCP).
-_EPHEMERAL_TRIES = 16
 
 
 class StartupError(Exception):
@@ -133,7 +131,9 @@ class Daemon:
         failures: list[str] = []
         for host in self.cfg.server.listen:
             try:
-                udp, tcp = await self._bind_pair(host, svc.port)
+                udp, tcp = await listen_pair(
+                    self.dispatcher, host, svc.port, max_record=MAX_TCP_RECORD
+                )
             except OSError as e:
                 if e.errno == errno.EAFNOSUPPORT or (
                     e.errno == errno.EADDRNOTAVAIL and host in ("::", "::1")
@@ -153,26 +153,6 @@ class Daemon:
         if not any(listener.service == svc.name for listener in self.listeners):
             raise StartupError(f"{svc.name}: no listen address could be used")
         return endpoints
-
-    async def _bind_pair(self, host: str, port: int) -> tuple[UdpServer, TcpServer]:
-        """A UDP and a TCP server on ``host``, both on ``port``.  Port 0: an ephemeral UDP
-        port, whose number is then reused for TCP so the service has one port number; when
-        something already holds that number for TCP, another ephemeral port is tried."""
-        tries = _EPHEMERAL_TRIES if port == 0 else 1
-        for attempt in range(tries):
-            udp = UdpServer(self.dispatcher, host, port)
-            try:
-                await udp.start()
-                tcp = TcpServer(self.dispatcher, host, udp.port, max_record=MAX_TCP_RECORD)
-                await tcp.start()
-            except OSError as e:
-                udp.close()
-                if e.errno == errno.EADDRINUSE and attempt + 1 < tries:
-                    log.debug("%s port %d: held for TCP already, another port", host, udp.port)
-                    continue
-                raise
-            return udp, tcp
-        raise AssertionError("unreachable")  # (the last attempt returns or raises)
 
     async def _start_portmapper(self, endpoints: list[Endpoint]) -> None:
         mode = self.cfg.portmap.mode

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import socket
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 from floatlock.address import ServerAddress
 from floatlock.net.client import RpcClient, Transport
+from floatlock.net.portpair import listen_pair
 from floatlock.net.tcp import TcpServer
 from floatlock.net.udp import UdpServer
 from floatlock.nlm.callbacks import NlmCallbacks
@@ -178,7 +178,7 @@ class Lockd:
         self.program = NlmProgram(self.service, self.callbacks, self._monitor)
         self.dispatcher = Dispatcher()
         self.program.register(self.dispatcher)
-        self.udp = UdpServer(self.dispatcher, "0.0.0.0", 0)
+        self.udp: UdpServer | None = None
         self.tcp: TcpServer | None = None
         self.port = 0
 
@@ -191,28 +191,17 @@ class Lockd:
         return await getport(client, NLM_PROG, vers, "udp", source=source, port=pm, timeout=2)
 
     async def start(self) -> None:
-        # lockd serves UDP and TCP on one port: the UDP port is picked free, and that number
-        # may be taken for TCP (another test's listener or connection): then pick again.
-        for attempt in range(5):
-            await self.udp.start()
-            self.port = self.udp.port
-            self.tcp = TcpServer(self.dispatcher, "0.0.0.0", self.port)
-            try:
-                await self.tcp.start()
-                break
-            except OSError as e:
-                self.udp.close()
-                self.udp = UdpServer(self.dispatcher, "0.0.0.0", 0)
-                self.tcp = None
-                if e.errno != errno.EADDRINUSE or attempt == 4:
-                    raise
+        # lockd serves UDP and TCP on one port number (net/portpair.py).
+        self.udp, self.tcp = await listen_pair(self.dispatcher, "0.0.0.0", 0)
+        self.port = self.udp.port
         for c in self.clients.values():
             c.server_port = self.port
 
     async def close(self) -> None:
         self.program.close()
         await self.program.drain()
-        self.udp.close()
+        if self.udp is not None:
+            self.udp.close()
         if self.tcp is not None:
             await self.tcp.close()
         if self.kernel is not None:

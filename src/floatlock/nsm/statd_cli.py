@@ -146,29 +146,21 @@ class Listeners:
 async def _listen_once(
     dispatcher: Dispatcher, hosts: Sequence[str], port: int, optional: frozenset[str]
 ) -> Listeners:
-    from floatlock.net.tcp import TcpServer
-    from floatlock.net.udp import UdpServer
+    from floatlock.net.portpair import listen_pair
 
     ls = Listeners([], port, [])
     try:
         for host in hosts:
-            udp = UdpServer(dispatcher, host, ls.port)
+            # One port number for every address and both transports, as rpc.statd has: the
+            # first address's (listen_pair picks it for port 0), then the same on the others.
             try:
-                await udp.start()
+                udp, tcp = await listen_pair(dispatcher, host, ls.port)
             except OSError as e:
-                udp.close()
                 if host in optional and e.errno in _NO_IPV6:
                     log.info("no IPv6 here: not listening on %s (%s)", host, e.strerror or e)
                     continue
                 raise
-            # One port number for every address and both transports, as rpc.statd has.
             ls.port = udp.port
-            tcp = TcpServer(dispatcher, host, ls.port)
-            try:
-                await tcp.start()
-            except BaseException:
-                udp.close()
-                raise
             ls.servers.append((host, udp, tcp))
         if not ls.servers:
             raise OSError(errno.EADDRNOTAVAIL, f"none of {', '.join(hosts)} can be listened on")
