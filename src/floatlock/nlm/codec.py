@@ -58,17 +58,21 @@ _U32_PACK: Final = struct.Struct(">I").pack
 _U32_AT: Final = struct.Struct(">I").unpack_from
 _I32_PACK: Final = struct.Struct(">i").pack
 _PADDING: Final = (b"", b"\0", b"\0\0", b"\0\0\0")
-#: Packers of a whole successful RPC reply carrying an ``nlm_res``, by cookie length: the
-#: accepted-reply header (xid, REPLY, MSG_ACCEPTED, null verifier, SUCCESS), the cookie's
-#: length, the cookie zero-padded by struct's "s" format, the status.
-_RES_REPLY: dict[int, Callable[..., bytes]] = {}
 
 
-def _res_reply_pack(n: int) -> Callable[..., bytes]:
-    pack = _RES_REPLY.get(n)
-    if pack is None:
-        pack = _RES_REPLY[n] = struct.Struct(f">7I{(n + 3) & ~3}si").pack
-    return pack
+class _ResReplyPackers(dict[int, Callable[..., bytes]]):
+    """Packers of a whole successful RPC reply carrying an ``nlm_res``, by cookie length: the
+    accepted-reply header (xid, REPLY, MSG_ACCEPTED, null verifier, SUCCESS), the cookie's
+    length, the cookie zero-padded by struct's "s" format, the status.  Made on first use
+    (``__missing__``), so a known length is one dict lookup; lengths are at most MAXNETOBJ_SZ
+    (checked first), so at most 1,025 packers."""
+
+    def __missing__(self, n: int) -> Callable[..., bytes]:
+        pack = self[n] = struct.Struct(f">7I{(n + 3) & ~3}si").pack
+        return pack
+
+
+_RES_REPLY: Final = _ResReplyPackers()
 
 
 _SHARE_TAIL: Final = struct.Struct(">iiI")  # mode, access, reclaim
@@ -345,8 +349,7 @@ class NlmCodec:
         if n > MAXNETOBJ_SZ:
             raise XdrError(f"cookie of {n} bytes exceeds {MAXNETOBJ_SZ}")
         stat = r.stat if self.wide else v1_status(r.stat)
-        pack = _RES_REPLY.get(n) or _res_reply_pack(n)  # (a frame less when cached)
-        return pack(xid, 1, 0, 0, 0, 0, n, cookie, stat)
+        return _RES_REPLY[n](xid, 1, 0, 0, 0, 0, n, cookie, stat)
 
     def testres(self, dec: Decoder) -> TestRes:
         cookie = dec.opaque(MAXNETOBJ_SZ)

@@ -88,9 +88,7 @@ class Procedure(Generic[A, R]):
     the message bytes (the arguments at the given offset, to the very end; XdrError when they
     do not decode exactly), for the hottest procedures.  ``encode_reply``: likewise optional,
     the whole successful reply to the call with the given xid (``success_header`` followed by
-    ``encode``'s bytes) in one go.  A procedure with ``encode_reply`` must not return
-    :class:`EncodedParts` (the dispatcher calls ``encode_reply`` on whatever the handler
-    returned but NO_REPLY).
+    ``encode``'s bytes) in one go.
 
     ``idempotent`` False sends the call through the duplicate request cache (rpc/drc.py).
     ``cache_on_streams`` False skips that cache for calls that came over a connection (TCP):
@@ -293,11 +291,6 @@ class Dispatcher:
             result = proc.handler(args, call)
             if type(result) is CoroutineType:
                 return self._finish(proc, result, call, key)
-            encode_reply = proc.encode_reply
-            if encode_reply is not None and result is not NO_REPLY:
-                # (_reply's case for a procedure with a whole-reply encoder, inline: the LOCK
-                # and UNLOCK path, one frame less; such procedures return no EncodedParts)
-                return encode_reply(call.xid, result)
             return _reply(proc, call, result)
         except Exception:
             self.stats.system_err += 1
