@@ -34,6 +34,8 @@ __all__ = [
     "Decoder",
     "Encoder",
     "XdrError",
+    "exactly",
+    "opaque_at",
     "pad_len",
 ]
 
@@ -61,6 +63,30 @@ class XdrError(ValueError):
 def pad_len(n: int) -> int:
     """Number of zero bytes that follow ``n`` bytes of opaque data (RFC 4506 section 4.10)."""
     return -n & 3
+
+
+def opaque_at(data: bytes, pos: int, maxlen: int) -> tuple[bytes, int]:
+    """A variable-length opaque (RFC 4506 section 4.10) at ``data[pos:]``, at most ``maxlen``
+    bytes, and the offset after it and its padding: :meth:`Decoder.opaque` without a cursor
+    object, for the ``decode_at`` fast paths that decode a whole call's arguments straight
+    from the message (``rpc.dispatch.Procedure.decode_at``)."""
+    if pos + 4 > len(data):
+        raise XdrError(f"truncated: need 4 bytes at offset {pos}")
+    (n,) = _unpack_u32(data, pos)
+    if n > maxlen or n > HARD_MAX:
+        raise XdrError(f"length {n} exceeds maximum {maxlen}")
+    pos += 4
+    end = pos + n + (-n & 3)
+    if end > len(data):
+        raise XdrError(f"truncated opaque: {n} bytes at offset {pos}")
+    return data[pos : pos + n], end
+
+
+def exactly(data: bytes, end: int) -> None:
+    """Raise unless arguments decoded by a ``decode_at`` path ended at the message's end
+    (:meth:`Decoder.done`)."""
+    if end != len(data):
+        raise XdrError(f"{len(data) - end} trailing bytes")
 
 
 class Decoder:

@@ -9,11 +9,10 @@ results in :mod:`floatlock.nfs.proto_res`.  Pure codecs: no I/O.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from floatlock.xdr import Decoder, Encoder, XdrError
+from floatlock.xdr import Decoder, Encoder, exactly, opaque_at
 
 NFS_PROGRAM = 100003
 NFS_V3 = 3
@@ -117,31 +116,6 @@ def encode_fh(enc: Encoder, fh: bytes) -> None:
 
 def decode_fh(dec: Decoder) -> bytes:
     return dec.opaque(NFS3_FHSIZE)
-
-
-_U32_AT = struct.Struct(">I").unpack_from
-
-
-def opaque_at(data: bytes, pos: int, maxlen: int) -> tuple[bytes, int]:
-    """An XDR variable-length opaque at ``data[pos:]`` (at most ``maxlen`` bytes) and the
-    offset after it: what ``Decoder.opaque`` does, for the ``decode_at`` fast paths that decode
-    a whole call's arguments without a Decoder (``rpc.dispatch.Procedure.decode_at``)."""
-    if pos + 4 > len(data):
-        raise XdrError(f"truncated: need 4 bytes at offset {pos}")
-    (n,) = _U32_AT(data, pos)
-    if n > maxlen:
-        raise XdrError(f"length {n} exceeds maximum {maxlen}")
-    pos += 4
-    end = pos + n + (-n & 3)
-    if end > len(data):
-        raise XdrError(f"truncated opaque: {n} bytes at offset {pos}")
-    return data[pos : pos + n], end
-
-
-def exactly(data: bytes, end: int) -> None:
-    """Raise unless arguments decoded by a ``decode_at`` path ended at the message's end."""
-    if end != len(data):
-        raise XdrError(f"{len(data) - end} trailing bytes")
 
 
 @dataclass(frozen=True, slots=True)

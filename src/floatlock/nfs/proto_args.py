@@ -21,11 +21,9 @@ from floatlock.nfs.proto import (
     StableHow,
     decode_fh,
     encode_fh,
-    exactly,
-    opaque_at,
 )
 from floatlock.nfs.proto_attr import NO_SATTR, NfsTime, Sattr3, decode_time, encode_time
-from floatlock.xdr import Decoder, Encoder, XdrError
+from floatlock.xdr import Decoder, Encoder, XdrError, exactly, opaque_at
 
 ZERO_VERF = b"\0" * 8
 # Built once, not per decoded call.
