@@ -52,8 +52,6 @@ _STAT_CACHE: Final = tuple(Nlm4Stat)
 # -- codecs -----------------------------------------------------------------------------------
 
 _BOOL2: Final = struct.Struct(">II")
-#: block, exclusive and the caller_name's length: the three words after a LOCK's cookie.
-_BOOL2_LEN_AT: Final = struct.Struct(">III").unpack_from
 _U32_PACK: Final = struct.Struct(">I").pack
 _U32_AT: Final = struct.Struct(">I").unpack_from
 _I32_PACK: Final = struct.Struct(">i").pack
@@ -161,15 +159,15 @@ class NlmCodec:
             state,
         )
 
-    def _lock_head_at(self, data: bytes, pos: int, n: int) -> tuple[str, bytes, bytes, int]:
-        """caller_name, fh and oh of an ``nlm_lock`` whose caller_name is ``n`` bytes long
-        (the length word, already read by the caller, ends at ``pos``), and the offset after
-        them.
+    def _lock_head_at(self, data: bytes, pos: int) -> tuple[str, bytes, bytes, int]:
+        """caller_name, fh and oh of an ``nlm_lock`` at ``pos``, and the offset after them.
 
         Truncation surfaces as ``struct.error`` from the next unpack or as a final offset
         past the end; the ``*_at`` decoders turn both into XdrError."""
+        (n,) = _U32_AT(data, pos)
         if n > LM_MAXSTRLEN:
             raise XdrError(f"caller_name of {n} bytes exceeds {LM_MAXSTRLEN}")
+        pos += 4
         caller = data[pos : pos + n].decode("utf-8", "surrogateescape")
         pos += n + (-n & 3)
         (n,) = _U32_AT(data, pos)
@@ -195,8 +193,8 @@ class NlmCodec:
             pos += 4
             cookie = data[pos : pos + n]
             pos += n + (-n & 3)
-            block, excl, n = _BOOL2_LEN_AT(data, pos)
-            caller, fh, oh, pos = self._lock_head_at(data, pos + 12, n)
+            block, excl = _BOOL2.unpack_from(data, pos)
+            caller, fh, oh, pos = self._lock_head_at(data, pos + 8)
             tail = self._lockargs_tail
             svid, offset, length, reclaim, state = tail.unpack_from(data, pos)
             pos += tail.size
@@ -225,9 +223,7 @@ class NlmCodec:
                 raise XdrError(f"cookie of {n} bytes exceeds {MAXNETOBJ_SZ}")
             pos += 4
             cookie = data[pos : pos + n]
-            pos += n + (-n & 3)
-            (n,) = _U32_AT(data, pos)
-            caller, fh, oh, pos = self._lock_head_at(data, pos + 4, n)
+            caller, fh, oh, pos = self._lock_head_at(data, pos + n + (-n & 3))
             tail = self._lock_tail
             svid, offset, length = tail.unpack_from(data, pos)
             pos += tail.size
