@@ -411,8 +411,8 @@ def test_first_lock_on_a_file_honours_the_host_cap_and_the_admit_veto() -> None:
 
 
 def test_the_granted_record_is_a_whole_lock() -> None:
-    """LockManager.lock builds its Lock with tuple.__new__ (no arity check): a field added to
-    Lock and not to that call would make short records; this catches it."""
+    """The record a non-blocking LOCK on a free file grants (the fast path) is the request's
+    whole Lock, every field in place."""
     m = LockManager()
     r = m.lock("f", "o", "h", 5, 10, True, block=False, now=0.0)
     assert isinstance(r, LockGranted)

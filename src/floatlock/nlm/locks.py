@@ -74,10 +74,6 @@ from floatlock.nlm.shares import ShareReservation
 
 __all__ = ["Admit", "LockConflictError", "LockManager"]
 
-#: Builds a :class:`Lock` from a tuple of its fields without the named tuple's Python-level
-#: ``__new__`` (one frame less on every LOCK: 0.12 against 0.25 us, ``python -m timeit``).
-_new_lock = tuple.__new__
-
 #: Last word before a grant; lockd takes the kernel OFD lock here.  False = "busy elsewhere".
 Admit = Callable[[Lock], bool]
 
@@ -137,7 +133,7 @@ class LockManager(LockQueries):
     ) -> LockResult:
         """NLM LOCK (see the module docstring for the rules)."""
         start, end = byte_range(offset, length)
-        req = _new_lock(Lock, (file, owner, host, start, end, exclusive))
+        req = Lock(file, owner, host, start, end, exclusive)
         table = self._table
         fl = table.file(file)
         if fl is None and not block:
