@@ -30,11 +30,15 @@ NFS mount, would see the lingering groups in the daemon's own requests.)  Child 
 would inherit them too: whoever starts one from a thread that may have served a call gives it
 the daemon's groups (:data:`DAEMON_GROUPS`; the HA callout, :mod:`floatlock.nsm.callout`).
 That saves two ``setgroups`` per call: each replaces the thread's credentials (prepare_creds
-and commit_creds, freed after an RCU grace period), 2.8 us here, and an ``acting_as`` round
-trip went from 18.5 to about 10 us (``python -m bench.nfs_dispatch`` shows it in LOOKUP and
-CREATE).  What each thread has is tracked per thread (:class:`_ThreadGroups`), set only after
-the kernel accepted it, and read from the kernel on a thread's first use (a thread inherits
-the groups of the thread that started it).
+and commit_creds, freed after an RCU grace period), 2.98 us here (``python -m timeit -s
+"from floatlock.nfs import fsuid" "fsuid._setgroups(fsuid.DAEMON_GROUPS)"``), and an
+``acting_as`` round trip went from 19.4 to 11.8 us (``python -m timeit -s "from
+floatlock.nfs.fsuid import acting_as; from floatlock.nfs.creds import Identity; i =
+Identity(65534, 65534, (65534,))" "with acting_as(i): pass"``, as root, against the generator
+version with its two setgroups; ``python -m bench.nfs_dispatch`` shows it in LOOKUP and
+CREATE).  What each thread has is tracked per thread (:class:`_ThreadGroups`), set only
+after the kernel accepted it, and read from the kernel on a thread's first use (a thread
+inherits the groups of the thread that started it).
 
 A switch that fails half-way (an id the kernel refuses, or (uint32)-1, which ``setfsuid``
 takes as "no change") is undone before :class:`IdentityError` is raised: the thread never

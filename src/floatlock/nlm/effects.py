@@ -17,7 +17,8 @@ onto an empty core, or onto kernel OFD locks, rebuilds the same state.
 Effects and results (:mod:`floatlock.nlm.results`) are values nobody changes once made, but
 the ones made on every LOCK and UNLOCK are plain slotted dataclasses, not ``frozen``: a frozen
 dataclass's ``__init__`` sets each field through ``object.__setattr__`` and costs about twice
-as much (``Granted(lock)`` 207 ns frozen against ~100 ns, ``python -m timeit``), while
+as much (``python -m timeit -s "from floatlock.nlm.effects import Granted" "Granted(1)"``:
+110 ns, against 257 ns for the frozen class it was), while
 equality still compares the class, so ``Granted(l) != Released(l)``.  Being mutable they are
 not hashable: nothing puts an effect or a result in a set or uses one as a key.
 """
