@@ -26,7 +26,7 @@ from collections.abc import Callable
 from floatlock.nfs.context import Request, attr_of, check_name, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
 from floatlock.nfs.ops_attr import apply_sattr
-from floatlock.nfs.ops_lookup import open_child, open_dir
+from floatlock.nfs.ops_lookup import in_dir, open_child, open_dir
 from floatlock.nfs.proto import CreateMode, DirOpArgs, Ftype3, Nfsstat3
 from floatlock.nfs.proto_args import CreateArgs, LinkArgs, MkdirArgs, MknodArgs, SymlinkArgs
 from floatlock.nfs.proto_attr import Fattr3, Sattr3, WccAttr, WccData
@@ -102,17 +102,12 @@ def _create_in(
 ) -> CreateRes:
     """The frame of CREATE, MKDIR, SYMLINK and MKNOD: open directory ``where.dir`` for
     modification, check the new name, ``make(d, pre, name)``; a failure carries d's wcc."""
-    try:
-        d = open_dir(req, where.dir)
-    except NfsError as e:
-        return CreateRes(e.status)
-    with d:
-        pre = pre_attr(d)
-        try:
-            check_name(where.name, creating=True)
-            return make(d, pre, where.name)
-        except (OSError, NfsError) as e:
-            return CreateRes(status_of(e), WccData(pre, post_attr(d)))
+
+    def work(d: Obj, pre: WccAttr) -> CreateRes:
+        check_name(where.name, creating=True)
+        return make(d, pre, where.name)
+
+    return in_dir(req, where.dir, work, CreateRes)
 
 
 def _mode_of(attrs: Sattr3, default: int) -> int:

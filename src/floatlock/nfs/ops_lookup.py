@@ -17,14 +17,20 @@ LOOKUP of ".." in the export root answers the root itself, never its parent.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
-from floatlock.nfs.context import Request, attr_of, check_name, post_attr, status_of
+from floatlock.nfs.context import Request, attr_of, check_name, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
 from floatlock.nfs.proto import DirOpArgs, Nfsstat3
+from floatlock.nfs.proto_attr import NO_WCC, WccAttr, WccData
 from floatlock.nfs.proto_res import LookupRes
 from floatlock.nfs.resolver import Obj
 
 _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+R = TypeVar("R")
 
 
 def open_child(req: Request, d: Obj, name: str, st: os.stat_result | None = None) -> Obj:
@@ -92,3 +98,25 @@ def open_dir(req: Request, fh: bytes) -> Obj:
         d.close()
         raise NfsError(Nfsstat3.NOTDIR)
     return d
+
+
+def in_dir(
+    req: Request,
+    fh: bytes,
+    work: Callable[[Obj, WccAttr], R],
+    failed: Callable[[Nfsstat3, WccData], R],
+) -> R:
+    """The frame of a call that changes directory ``fh`` (CREATE, MKDIR, SYMLINK, MKNOD,
+    REMOVE, RMDIR): open it for modification and return ``work(d, pre)``, ``pre`` its
+    attributes before; a refused open is ``failed(status, NO_WCC)``, an OSError or NfsError
+    of ``work`` ``failed(status, d's wcc_data)`` (RFC 1813 section 2.6: wcc in both arms)."""
+    try:
+        d = open_dir(req, fh)
+    except NfsError as e:
+        return failed(e.status, NO_WCC)
+    with d:
+        pre = pre_attr(d)
+        try:
+            return work(d, pre)
+        except (OSError, NfsError) as e:
+            return failed(status_of(e), WccData(pre, post_attr(d)))

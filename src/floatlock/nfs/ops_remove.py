@@ -18,10 +18,10 @@ import stat
 
 from floatlock.nfs.context import Request, check_name, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
-from floatlock.nfs.ops_lookup import open_dir
+from floatlock.nfs.ops_lookup import in_dir, open_dir
 from floatlock.nfs.proto import DirOpArgs, Nfsstat3
 from floatlock.nfs.proto_args import RenameArgs
-from floatlock.nfs.proto_attr import WccData
+from floatlock.nfs.proto_attr import WccAttr, WccData
 from floatlock.nfs.proto_res import RenameRes, WccRes
 from floatlock.nfs.resolver import Obj
 
@@ -44,30 +44,24 @@ def _forget(req: Request, st: os.stat_result | None) -> None:
 
 
 def _remove(req: Request, a: DirOpArgs, rmdir: bool) -> WccRes:
-    try:
-        d = open_dir(req, a.dir)
-    except NfsError as e:
-        return WccRes(e.status)
-    with d:
-        pre = pre_attr(d)
-        try:
-            check_name(a.name)
-            if a.name == ".":
-                raise NfsError(Nfsstat3.INVAL if rmdir else Nfsstat3.ISDIR)
-            if a.name == "..":
-                raise NfsError(Nfsstat3.NOTEMPTY if rmdir else Nfsstat3.ISDIR)
-            gone = _stat_of(d, a.name)
-            with req.acting():
-                if rmdir:
-                    os.rmdir(a.name, dir_fd=d.fd)
-                else:
-                    os.unlink(a.name, dir_fd=d.fd)
+    def work(d: Obj, pre: WccAttr) -> WccRes:
+        check_name(a.name)
+        if a.name == ".":
+            raise NfsError(Nfsstat3.INVAL if rmdir else Nfsstat3.ISDIR)
+        if a.name == "..":
+            raise NfsError(Nfsstat3.NOTEMPTY if rmdir else Nfsstat3.ISDIR)
+        gone = _stat_of(d, a.name)
+        with req.acting():
             if rmdir:
-                req.state.resolver.cache.dirs_changed()
-            _forget(req, gone)
-        except (OSError, NfsError) as e:
-            return WccRes(status_of(e), WccData(pre, post_attr(d)))
+                os.rmdir(a.name, dir_fd=d.fd)
+            else:
+                os.unlink(a.name, dir_fd=d.fd)
+        if rmdir:
+            req.state.resolver.cache.dirs_changed()
+        _forget(req, gone)
         return WccRes(Nfsstat3.OK, WccData(pre, post_attr(d)))
+
+    return in_dir(req, a.dir, work, WccRes)
 
 
 def remove3(req: Request, a: DirOpArgs) -> WccRes:
