@@ -56,7 +56,7 @@ def squash(
     uid = anonuid if auth.uid == 0 else auth.uid
     gid = anongid if auth.gid == 0 else auth.gid
     gids = auth.gids
-    groups = tuple(anongid if g == 0 else g for g in gids) if 0 in gids else tuple(gids)
+    groups = tuple(anongid if g == 0 else g for g in gids) if 0 in gids else gids
     return _valid(Identity(uid, gid, groups), anonuid, anongid)
 
 

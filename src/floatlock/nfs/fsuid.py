@@ -144,8 +144,8 @@ def _back_to_root() -> None:
     _setfsgid(0)
     if current_fsids() != (0, 0):
         raise IdentityError("could not return to fsuid 0")
-    if not LAZY_GROUPS and _thread.groups != DAEMON_GROUPS:
-        _setgroups(DAEMON_GROUPS)
+    if not LAZY_GROUPS:
+        base_groups()
 
 
 class acting_as:  # lower case: used like the function it replaced

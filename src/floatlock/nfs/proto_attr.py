@@ -140,30 +140,27 @@ class Fattr3:
 
     def _pack(self) -> bytes:
         try:
-            return self._pack_fields()
+            return _FATTR.pack(
+                self.type,
+                self.mode,
+                self.nlink,
+                self.uid,
+                self.gid,
+                self.size,
+                self.used,
+                self.rdev[0],
+                self.rdev[1],
+                self.fsid,
+                self.fileid,
+                self.atime.seconds,
+                self.atime.nseconds,
+                self.mtime.seconds,
+                self.mtime.nseconds,
+                self.ctime.seconds,
+                self.ctime.nseconds,
+            )
         except struct.error as e:  # (as Encoder.pack: a value out of its XDR range)
             raise XdrError(str(e)) from None
-
-    def _pack_fields(self) -> bytes:
-        return _FATTR.pack(
-            self.type,
-            self.mode,
-            self.nlink,
-            self.uid,
-            self.gid,
-            self.size,
-            self.used,
-            self.rdev[0],
-            self.rdev[1],
-            self.fsid,
-            self.fileid,
-            self.atime.seconds,
-            self.atime.nseconds,
-            self.mtime.seconds,
-            self.mtime.nseconds,
-            self.ctime.seconds,
-            self.ctime.nseconds,
-        )
 
     @classmethod
     def decode(cls, dec: Decoder) -> Fattr3:

@@ -25,7 +25,7 @@ from floatlock.nfs.proto_attr import (
     decode_post_op_attr,
     encode_post_op_attr,
 )
-from floatlock.xdr import Decoder, Encoder
+from floatlock.xdr import Decoder, Encoder, XdrError
 
 ZERO_VERF = b"\0" * 8
 
@@ -123,26 +123,22 @@ class LookupRes:
     attr: Fattr3 | None = None
 
     def encode(self) -> bytes:
+        if self.status != Nfsstat3.OK:
+            return encode_head(self.status, self.dir_attr).getvalue()
         fh = self.fh
         n = len(fh)
-        if self.status == Nfsstat3.OK and n <= NFS3_FHSIZE:
-            return b"".join(
-                (
-                    _OK,
-                    n.to_bytes(4, "big"),
-                    fh,
-                    _PAD[-n & 3],
-                    _post_op_attr(self.attr),
-                    _post_op_attr(self.dir_attr),
-                )
+        if n > NFS3_FHSIZE:
+            raise XdrError(f"file handle of {n} bytes exceeds {NFS3_FHSIZE}")
+        return b"".join(
+            (
+                _OK,
+                n.to_bytes(4, "big"),
+                fh,
+                _PAD[-n & 3],
+                _post_op_attr(self.attr),
+                _post_op_attr(self.dir_attr),
             )
-        enc = Encoder()
-        enc.u32(self.status)
-        if self.status == Nfsstat3.OK:
-            encode_fh(enc, fh)  # (raises XdrError: a handle over NFS3_FHSIZE)
-            encode_post_op_attr(enc, self.attr)
-        encode_post_op_attr(enc, self.dir_attr)
-        return enc.getvalue()
+        )
 
     @classmethod
     def decode(cls, dec: Decoder) -> LookupRes:
