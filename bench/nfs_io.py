@@ -230,8 +230,10 @@ def open_session(t: Target, file_mib: int, stack: ExitStack) -> Session:
         names = [f"{t.name}-meta{i:03d}" for i in range(SLOTS)]
         fhs = [nfs.create(root, n) for n in names]
         big = nfs.create(root, f"{t.name}-big")
+        block = b"\xa5" * MiB
+        for i in range(file_mib):  # the READ cells read it whichever cells run first
+            nfs.write(big, i * MiB, block, StableHow.UNSTABLE)
     reads = [nfs_call(NfsProc.READ, read_args(big, i * MiB, MiB)) for i in range(file_mib)]
-    block = b"\xa5" * MiB
     # The first WRITE_MIB MiB of the file, over and over: each slot's sequence is held in
     # memory by rpcload (and written to its sequence file) once per slot.
     writes = [
@@ -301,7 +303,7 @@ def _rpcload(
 
 
 def rows(args: argparse.Namespace) -> list[Row]:
-    """Every cell, in the order they are measured (WRITE before READ: READ needs the file)."""
+    """Every cell, in the order they are measured."""
     out = [
         Row("WRITE 1MiB tcp n=1 py (MiB/s)", 1, functools.partial(_write_pass, args.file_mib)),
         Row("READ 1MiB tcp n=1 py (MiB/s)", 1, functools.partial(_read_pass, args.file_mib)),
@@ -325,6 +327,9 @@ def alternate(
         rep: dict[str, float] = {}
         for s in sessions if i % 2 == 0 else sessions[::-1]:
             t = s.target
+            # Each run starts with no dirty pages: writeback of the runs before it (either
+            # server's) would otherwise land in whichever run comes next.
+            os.sync()
             with t.enter(), pinned(t.pid, pin if row.inflight == 1 else None) as cpu:
                 rep[t.name] = row.run(s, cpu)
         reps.append(rep)
@@ -378,6 +383,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="floatlock's [nfs] inline_metadata",
     )
     parser.add_argument(
+        "--cells",
+        nargs="+",
+        metavar="TEXT",
+        help="measure only the cells whose label contains one of these (e.g. WRITE 'tcp n=1')",
+    )
+    parser.add_argument(
         "--floatlock-only",
         action="store_true",
         help="skip Ganesha (print floatlock's figures only)",
@@ -416,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets.append(stack.enter_context(floatlock_serve(export, work, nfs_section=section)))
         sessions = [open_session(t, args.file_mib, stack) for t in targets]
         results: list[tuple[str, list[dict[str, float]]]] = []
-        cells = rows(args)
+        cells = [r for r in rows(args) if not args.cells or any(c in r.label for c in args.cells)]
         for k, row in enumerate(cells, 1):
             results.append((row.label, alternate(sessions, row, repeat, pin)))
             print(f"[{k}/{len(cells)}] {row.label}", file=sys.stderr, flush=True)
