@@ -23,6 +23,7 @@ import pytest
 from floatlock.net.client import RpcClient
 from floatlock.net.tcp import TcpServer
 from floatlock.net.udp import UdpServer
+from floatlock.nfs import filemap
 from floatlock.nfs.client import ROOT_CRED, MountClient, NfsClient
 from floatlock.nfs.exports import parse_exports
 from floatlock.nfs.fhandle import name_to_handle
@@ -589,6 +590,45 @@ def test_remove_and_rename_over_drop_cached_descriptors() -> None:
                 assert (await nfs.read(handles["local"], 0, 10)).status == Nfsstat3.STALE
                 assert (await nfs.write(handles["local"], 0, b"x")).status == Nfsstat3.STALE
                 assert ident["local"] not in _open_inodes()
+            finally:
+                await rpc.close()
+
+    run(main)
+
+
+@pytest.mark.skipif(not filemap.available, reason="no cachestat(2) on this machine")
+def test_large_reads_over_tcp_are_sent_from_the_mapping_and_stay_coherent() -> None:
+    """1 MiB READs over TCP of cached data go out from the file's mapping (nfs/filemap.py):
+    the same bytes, and a change made on the server since is what the next READ sees."""
+
+    async def main() -> None:
+        async with serving("{root} 127.0.0.1(rw,insecure,no_root_squash)") as env:
+            data = os.urandom(3 * (1 << 20) + 12345)
+            (env.root / "big").write_bytes(data)
+            rpc, nfs = await env.client("tcp")
+            try:
+                fh = (await nfs.lookup(env.root_fh, "big")).fh
+                assert fh is not None
+                got = b""
+                while True:  # the first READ opens the descriptor in a worker
+                    r = await nfs.read(fh, len(got), 1 << 20)
+                    assert r.status == Nfsstat3.OK
+                    got += r.data
+                    if r.eof:
+                        break
+                assert got == data
+                entry = env.server.files.get(fh, False)
+                assert entry is not None and entry.window is not None  # sent from the mapping
+                env.server.files.release(entry)
+                with open(env.root / "big", "r+b") as f:  # a local writer, and a truncation
+                    f.seek(5)
+                    f.write(b"local")
+                    f.truncate(2 * (1 << 20))
+                r = await nfs.read(fh, 0, 1 << 20)
+                assert r.data == data[:5] + b"local" + data[10 : 1 << 20]
+                r = await nfs.read(fh, 1 << 20, 1 << 20)
+                assert r.eof and r.data == data[1 << 20 : 2 << 20]
+                assert (await nfs.read(fh, 2 << 20, 1 << 20)).data == b""
             finally:
                 await rpc.close()
 

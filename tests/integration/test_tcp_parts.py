@@ -4,13 +4,16 @@ rest buffered in order, nothing of the caller's buffer referenced after the writ
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from floatlock.net.recordmark import RecordReader, frame
 from floatlock.net.tcp import TcpServer
+from floatlock.nfs.filemap import FileWindow
 from floatlock.rpc.dispatch import Call, Dispatcher, EncodedParts, Procedure
 from floatlock.rpc.message import encode_call, parse_reply
 from floatlock.xdr import Decoder, Encoder
@@ -203,3 +206,96 @@ def test_non_idempotent_pieces_are_joined_for_the_reply_cache() -> None:
     # A retransmission is answered from the cache, whole.
     again = d.dispatch(enc_call(9, PROG, VERS, 2, b""), ("127.0.0.1", 1), ServerAddress(""), "tcp")
     assert again == res
+
+
+def _mapped_app(tmp_path: Path) -> tuple[App, bytes]:
+    """An App with MAPPED: BIG's reply with its data a slice of a file's mapping, and GONE:
+    the same, the file truncated after the slice was made (a race with another client)."""
+    app = App()
+    want = bytes(_pattern(5)[:BIG_SIZE])
+    path = tmp_path / "mapped"
+    path.write_bytes(want)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        window = FileWindow(fd, 0, BIG_SIZE)
+    finally:
+        os.close(fd)
+
+    def parts() -> EncodedParts:
+        e = Encoder()
+        e.u32(BIG_SIZE)
+        data = window.slice(0, BIG_SIZE)
+        assert data is not None
+        return EncodedParts((e.getvalue(), data, b"\0" * (-BIG_SIZE & 3)))
+
+    def gone(_args: None, _call: Call) -> EncodedParts:
+        reply = parts()
+        os.truncate(path, 1 << 20)
+        return reply
+
+    app.dispatcher.register(
+        PROG + 1,
+        VERS,
+        {MAPPED: Procedure("MAPPED", lambda _a, _c: parts()), GONE: Procedure("GONE", gone)},
+    )
+    return app, want
+
+
+MAPPED, GONE = 1, 2
+
+
+def _run_app(app: App, fn: Any) -> TcpServer:
+    async def main() -> TcpServer:
+        server = TcpServer(app.dispatcher, "127.0.0.1", 0)
+        await server.start()
+        try:
+            await fn(server)
+        finally:
+            await server.close()
+        return server
+
+    return asyncio.run(main())
+
+
+def test_mapped_data_is_sent_whole_through_a_small_window(tmp_path: Path) -> None:
+    """Mapped READ data the socket cannot take at once: its unsent rest is the kernel's copy
+    of the file (copy_tail), in order with the replies around it."""
+    app, want = _mapped_app(tmp_path)
+
+    async def t(srv: TcpServer) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await _small_window(srv.port)
+        calls = [_call(1, ECHO, b"a"), _map_call(2, MAPPED), _call(3, ECHO, b"b")]
+        await loop.sock_sendall(sock, b"".join(calls))
+        got = [parse_reply(r) for r in await _replies(sock, 3, slow=True)]
+        assert [g.xid for g in got] == [1, 2, 3]
+        _check_big(got[1].body, want)
+        assert Decoder(got[2].body).opaque() == b"b"
+        sock.close()
+
+    _run_app(app, t)
+
+
+def test_mapped_data_truncated_before_it_left_closes_the_connection(tmp_path: Path) -> None:
+    """The rest of a reply whose file shrank under it is not there to send: the connection is
+    closed (the client resends the call) and the server goes on serving."""
+    app, _want = _mapped_app(tmp_path)
+
+    async def t(srv: TcpServer) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await _small_window(srv.port)
+        await loop.sock_sendall(sock, _map_call(1, GONE))
+        with pytest.raises(ConnectionError):
+            await _replies(sock, 1, slow=False)
+        sock.close()
+        again = await _small_window(srv.port)  # a new connection is served as before
+        await loop.sock_sendall(again, _call(2, ECHO, b"z"))
+        (reply,) = [parse_reply(r) for r in await _replies(again, 1, slow=False)]
+        assert Decoder(reply.body).opaque() == b"z"
+        again.close()
+
+    _run_app(app, t)
+
+
+def _map_call(xid: int, proc: int) -> bytes:
+    return frame(encode_call(xid, PROG + 1, VERS, proc, b""))

@@ -173,3 +173,42 @@ def test_lazy_groups_only_with_the_filesystem_capabilities() -> None:
     with open("/proc/self/status") as f:
         eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
     assert (eff & 0x1F == 0x1F) == fsuid.LAZY_GROUPS
+
+
+@pytest.mark.parametrize("faccessat2", [True, False])
+def test_may_asks_the_kernel_as_the_current_fs_identity(
+    faccessat2: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``may`` answers for the fsuid, fsgid and groups (not the real ids), through faccessat2
+    or, where that is missing, /proc/self/fd: the same answers."""
+    if faccessat2 and not fsuid._faccessat2_works:
+        pytest.skip("no faccessat2 here")
+    monkeypatch.setattr(fsuid, "_faccessat2_works", faccessat2)
+    path = tmp_path / "f"
+    path.write_text("x")
+    os.chown(path, 0, 4242)
+    os.chmod(path, 0o640)  # owner rw, group 4242 r, others nothing
+    fd = os.open(path, os.O_PATH)
+
+    def as_(ident: Identity) -> tuple[bool, bool, bool]:
+        with fsuid.acting_as(ident):
+            return fsuid.may(fd, os.R_OK), fsuid.may(fd, os.W_OK), fsuid.may(fd, os.X_OK)
+
+    try:
+        seen = in_thread(
+            lambda: [
+                (fsuid.may(fd, os.R_OK), fsuid.may(fd, os.W_OK), fsuid.may(fd, os.X_OK)),
+                as_(Identity(1000, 1000, (4242,))),
+                as_(Identity(1000, 1000, (1000,))),
+                as_(Identity(1000, 4242, ())),
+            ]
+        )
+    finally:
+        os.close(fd)
+    # Root: read and write whatever the bits, execute only with an x bit somewhere.
+    assert seen == [
+        (True, True, False),
+        (True, False, False),
+        (False, False, False),
+        (True, False, False),
+    ]

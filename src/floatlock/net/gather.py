@@ -13,38 +13,50 @@ the buffers after it, in order.  asyncio then sends those when the socket is wri
 flow control (``pause_writing``) sees them as it sees any write.
 
 The caller's buffers are sent or copied by the time this returns: they may be reused then.
+
+Mapped READ data (:class:`~floatlock.rpc.dispatch.MappedData`) goes to ``writev`` as its
+``view``; what the socket did not take of it is handed on as :meth:`~floatlock.rpc.dispatch.
+MappedData.copy_tail`'s kernel-made copy, never read from the mapping here.  When that data is
+gone (the file was truncated meanwhile) the connection is aborted: the record's mark already
+promised its length, and the client sends the call again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Sequence
 
+from floatlock.rpc.dispatch import MappedData, Part
+
 __all__ = ["write_gathered"]
 
-Buffer = bytes | bytearray | memoryview
+log = logging.getLogger("floatlock.net.tcp")
 
 
-def write_gathered(transport: asyncio.Transport, fd: int, bufs: Sequence[Buffer]) -> None:
+def write_gathered(transport: asyncio.Transport, fd: int, bufs: Sequence[Part]) -> None:
     """Write ``bufs`` in order on ``transport`` whose socket is ``fd`` (-1: unknown)."""
     sent = 0
     if fd >= 0 and not transport.get_write_buffer_size() and not transport.is_closing():
         try:
-            sent = os.writev(fd, bufs)
+            sent = os.writev(fd, [b.view if isinstance(b, MappedData) else b for b in bufs])
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
             pass  # the transport's own write below meets the error and closes
-    if not sent:
-        for buf in bufs:
-            transport.write(buf)
-        return
-    for i, buf in enumerate(bufs):
+    for buf in bufs:
         n = len(buf)
-        if sent < n:
-            transport.write(memoryview(buf)[sent:])
-            for rest in bufs[i + 1 :]:
-                transport.write(rest)
-            return
-        sent -= n
+        if sent >= n:
+            sent -= n
+            continue
+        if isinstance(buf, MappedData):
+            try:
+                transport.write(buf.copy_tail(sent))
+            except OSError as e:
+                log.info("closing a TCP connection: the rest of a reply is gone (%s)", e)
+                transport.abort()
+                return
+        else:
+            transport.write(memoryview(buf)[sent:] if sent else buf)
+        sent = 0

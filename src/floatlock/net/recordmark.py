@@ -48,8 +48,10 @@ from __future__ import annotations
 
 import mmap
 import struct
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Sequence, Sized
+from typing import Any, TypeVar, cast
+
+_P = TypeVar("_P", bound=Sized)
 
 __all__ = [
     "LAST_FRAGMENT",
@@ -283,14 +285,13 @@ def frame(record: bytes | bytearray | memoryview, fragment_size: int = MAX_FRAGM
     return b"".join(parts)
 
 
-def frame_parts(
-    parts: Sequence[bytes | bytearray | memoryview],
-) -> list[bytes | bytearray | memoryview]:
-    """A record given in pieces, as buffers to send back to back: its mark, then the pieces
-    themselves (not joined), or, past :data:`MAX_FRAGMENT`, :func:`frame` of them joined."""
+def frame_parts(parts: Sequence[_P]) -> list[_P | bytes]:
+    """A record given in pieces, as pieces to send back to back: its mark, then the pieces
+    themselves (not joined), or, past :data:`MAX_FRAGMENT`, :func:`frame` of them joined
+    (pieces that are not buffers, such as mapped READ data, are never that large)."""
     size = 0
     for part in parts:
         size += len(part)
     if size > MAX_FRAGMENT:
-        return [frame(b"".join(parts))]
+        return [frame(b"".join(cast("Sequence[bytes | bytearray | memoryview]", parts)))]
     return [_pack_hdr(LAST_FRAGMENT | size), *parts]

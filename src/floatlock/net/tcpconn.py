@@ -27,7 +27,7 @@ from floatlock.net.recordmark import (
     frame,
     frame_parts,
 )
-from floatlock.rpc.dispatch import Buffer, Reply
+from floatlock.rpc.dispatch import Part, Reply
 
 if TYPE_CHECKING:
     from floatlock.net.tcp import TcpServer
@@ -208,7 +208,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         dispatch = srv.dispatcher.dispatch
         # Synchronous replies to the records of one read leave in one write (one writev(2) for
         # a pipelined burst instead of one send per call).
-        out: list[Buffer] = []
+        out: list[Part] = []
         count = 0
         client = self.client
         server_addr = self.server_addr
@@ -304,7 +304,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         self._server.stats.replies += 1
         self._last_activity = self._loop.time()
 
-    def _write_framed(self, bufs: list[Buffer], count: int) -> None:
+    def _write_framed(self, bufs: list[Part], count: int) -> None:
         """Write ``count`` replies already framed: [mark, reply, mark, head, data, ...].
 
         With asyncio's buffer empty, one writev straight to the socket; what it did not take

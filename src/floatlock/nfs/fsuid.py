@@ -68,7 +68,10 @@ _setfsgid.restype = ctypes.c_int
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
-_SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159, "ppc64le": 81, "s390x": 206}[platform.machine()]
+_SYS_SETGROUPS_BY_ARCH = {"x86_64": 116, "aarch64": 159, "ppc64le": 81, "s390x": 206}
+_SYS_SETGROUPS = _SYS_SETGROUPS_BY_ARCH[platform.machine()]
+_c_long = ctypes.c_long
+_AT_ACCESS_FLAGS = 0x1000 | 0x200  # AT_EMPTY_PATH | AT_EACCESS
 _NO_CHANGE = 0xFFFFFFFF  # setfsuid(-1) fails and returns the current value: a pure query
 #: The daemon's own supplementary groups (read at import, before any call is served): what a
 #: thread goes back to when groups are not switched lazily, and what a child process gets.
@@ -117,6 +120,42 @@ def _setgroups(groups: tuple[int, ...]) -> None:
         err = ctypes.get_errno()
         raise IdentityError(f"setgroups: {os.strerror(err)}")
     _thread.groups = groups
+
+
+_SYS_FACCESSAT2 = 439  # the same number in every architecture's table (Linux 5.8)
+
+
+def _faccessat2(fd: int, mode: int) -> int:
+    return int(
+        _syscall(_SYS_FACCESSAT2, _c_long(fd), b"", _c_long(mode), _c_long(_AT_ACCESS_FLAGS))
+    )
+
+
+def _faccessat2_probe() -> bool:
+    """Whether faccessat2 answers at all: an old kernel says ENOSYS, and some container
+    seccomp filters made before it existed say EPERM to everything."""
+    if platform.machine() not in _SYS_SETGROUPS_BY_ARCH:
+        return False
+    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    try:
+        return _faccessat2(fd, os.F_OK) == 0
+    finally:
+        os.close(fd)
+
+
+_faccessat2_works = _faccessat2_probe()
+
+
+def may(fd: int, mode: int) -> bool:
+    """Whether the thread's filesystem identity may access the file open at ``fd`` with
+    ``mode`` (``os.R_OK``, ``W_OK``, ``X_OK``): the kernel's ``inode_permission`` check, as
+    ``faccessat2(fd, "", mode, AT_EACCESS | AT_EMPTY_PATH)`` (AT_EACCESS: the fsuid and
+    fsgid, not the real ids).  That is ``access("/proc/self/fd/N")`` without the walk through
+    /proc, 1.1 instead of 3.0 us here (``python -m timeit``); where faccessat2 does not answer
+    (:func:`_faccessat2_probe`) it is that walk."""
+    if _faccessat2_works:
+        return _faccessat2(fd, mode) == 0
+    return os.access(f"/proc/self/fd/{fd}", mode, effective_ids=True)
 
 
 def current_fsids() -> tuple[int, int]:

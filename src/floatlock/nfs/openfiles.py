@@ -7,7 +7,7 @@ for READ, ``O_WRONLY`` for WRITE, opened *as the server*, and shared by every ca
 
 Permission is still decided per call and per caller, by the kernel.  Before every use the
 worker thread takes the caller's fsuid, fsgid and groups (:mod:`floatlock.nfs.fsuid`) and asks
-``faccessat(/proc/self/fd/N, R_OK or W_OK, AT_EACCESS)``: the same ``inode_permission`` check
+``faccessat2(N, "", R_OK or W_OK, AT_EACCESS | AT_EMPTY_PATH)``: the same ``inode_permission`` check
 (mode bits, owner, group, POSIX ACLs, capabilities of fsuid 0, immutable files, read-only
 mounts) that opening the file as the caller made, only without creating a file description.
 The owner and execute overrides of :mod:`floatlock.nfs.ops_io` apply to its answer as they
@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from floatlock.nfs.exportroot import ExportRoot
+from floatlock.nfs.filemap import FileWindow
 from floatlock.nfs.lru import RefCountedLru
 
 DEFAULT_MAX_OPEN = 256
@@ -58,6 +59,9 @@ class OpenFile:
     users: int = 0
     dropped: bool = False
     closed: bool = False
+    #: READ's mapping of the file (:mod:`floatlock.nfs.filemap`), made and used on the event
+    #: loop only; dropped when the descriptor is closed (unmapped once no reply uses it).
+    window: FileWindow | None = None
 
     @property
     def proc_path(self) -> str:
@@ -95,6 +99,11 @@ class OpenFiles(RefCountedLru[Key, OpenFile]):
 
     def _key(self, entry: OpenFile) -> Key:
         return (entry.fh, entry.write)
+
+    @staticmethod
+    def _close(entry: OpenFile) -> None:  # type: ignore[override]
+        RefCountedLru._close(entry)
+        entry.window = None
 
     def get(self, fh: bytes, write: bool) -> OpenFile | None:
         """The cached entry for (fh, write), in use until ``release``; None on a miss."""

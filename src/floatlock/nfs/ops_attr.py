@@ -13,6 +13,7 @@ import time
 
 from floatlock.nfs.context import Request, attr_of, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
+from floatlock.nfs.fsuid import may
 from floatlock.nfs.proto import (
     ACCESS3_DELETE,
     ACCESS3_EXECUTE,
@@ -122,7 +123,7 @@ def access3(req: Request, a: AccessArgs) -> AccessRes:
             for bit, mode in checks:
                 if a.access & bit:
                     if mode not in results:
-                        results[mode] = os.access(obj.proc_path, mode, effective_ids=True)
+                        results[mode] = may(obj.fd, mode)
                     if results[mode]:
                         granted |= bit
         assert req.options is not None

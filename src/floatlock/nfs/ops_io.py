@@ -2,16 +2,19 @@
 
 READ and WRITE use a cached descriptor per (handle, access mode), opened as the server
 (:mod:`floatlock.nfs.openfiles`); before each call the kernel checks the *caller's* read or
-write permission on the inode with ``faccessat(AT_EACCESS)`` under the caller's fsuid, fsgid
-and groups (the check an open as the caller made before the cache).  Like Linux nfsd, the
+write permission on the inode with ``faccessat2(AT_EACCESS)`` under the caller's fsuid, fsgid
+and groups (:func:`~floatlock.nfs.fsuid.may`: the check an open as the caller made before the
+cache).  Like Linux nfsd, the
 owner of a file may read and write it whatever its mode bits say (a client checks permission
 at open(2) time, then keeps writing to a file it created read-only, e.g. ``cp`` of a 0444
 file), and a file that may be executed may be read (a client must read a binary to execute
 it).
 
 READ may run on the event loop (``inline_metadata``, service.py) when its descriptor is cached:
-the same admission and permission checks, then ``preadv2(RWF_NOWAIT)`` straight into the
-buffer the reply is sent from; data not all in the page cache goes to a worker.  Both read
+the same admission and permission checks, then, over TCP, the data named in the file's
+mapping and copied by the kernel as the reply is sent (:mod:`floatlock.nfs.filemap`), or
+``preadv2(RWF_NOWAIT)`` straight into the buffer the reply is sent from; data not all in the
+page cache goes to a worker.  Both read
 into buffers reused from call to call (:mod:`floatlock.nfs.readbuf`): a fresh 1 MiB buffer
 costs a ``memset`` as long as a copy.
 
@@ -29,6 +32,8 @@ import stat
 
 from floatlock.nfs.context import Request, attr_of, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
+from floatlock.nfs.filemap import MIN_MAPPED, FileSlice, FileWindow, resident
+from floatlock.nfs.fsuid import may
 from floatlock.nfs.openfiles import OpenFile
 from floatlock.nfs.proto import Nfsstat3, StableHow
 from floatlock.nfs.proto_args import CommitArgs, FhArgs, ReadArgs, WriteArgs
@@ -57,16 +62,16 @@ class _Refused(Exception):
         self.attr = attr
 
 
-def _permit(req: Request, path: str, st: os.stat_result, write: bool) -> None:
-    """Raise NfsError(ACCES) unless the caller may read (write) the inode at ``path``."""
+def _permit(req: Request, fd: int, st: os.stat_result, write: bool) -> None:
+    """Raise NfsError(ACCES) unless the caller may read (write) the inode open at ``fd``."""
     ident = req.identity
     assert ident is not None
     with req.acting():
-        if os.access(path, os.W_OK if write else os.R_OK, effective_ids=True):
+        if may(fd, os.W_OK if write else os.R_OK):
             return
         if st.st_uid == ident.uid:  # the owner override
             return
-        if not write and os.access(path, os.X_OK, effective_ids=True):  # read to execute
+        if not write and may(fd, os.X_OK):  # read to execute
             return
     raise NfsError(Nfsstat3.ACCES, "permission denied")
 
@@ -88,7 +93,7 @@ def _open_file(req: Request, fh: bytes, write: bool) -> tuple[OpenFile, os.stat_
                 req.state.resolver.cache.forget_inode(st.st_dev, st.st_ino)
                 raise _Refused(Nfsstat3.STALE)
             try:
-                _permit(req, entry.proc_path, st, write)
+                _permit(req, entry.fd, st, write)
             except (OSError, NfsError) as e:
                 attr = Fattr3.from_stat(st, entry.root.export.export_id)
                 raise _Refused(status_of(e), attr) from None
@@ -105,7 +110,7 @@ def _open_file(req: Request, fh: bytes, write: bool) -> tuple[OpenFile, os.stat_
     with obj:
         try:
             _check_regular(obj)
-            _permit(req, obj.proc_path, obj.st, write)
+            _permit(req, obj.fd, obj.st, write)
             # As the server (the thread's fsuid is 0 here): the check above was the caller's.
             flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_CLOEXEC
             fd = os.open(obj.proc_path, flags)
@@ -156,6 +161,24 @@ def _read_into(fd: int, count: int, offset: int, flags: int = 0) -> memoryview:
     return view if n == count else view[:n]
 
 
+def _mapped(req: Request, entry: OpenFile, count: int, offset: int, size: int) -> FileSlice | None:
+    """The data as a slice of the file's mapping (:mod:`floatlock.nfs.filemap`), if this READ
+    may be sent from it: over TCP, big enough, all in the page cache (loop thread only)."""
+    count = min(count, size - offset)
+    if count < MIN_MAPPED or req.caller.transport != "tcp":
+        return None
+    if not resident(entry.fd, offset, count):
+        return None
+    window = entry.window
+    if window is None or (got := window.slice(offset, count)) is None:
+        try:
+            window = entry.window = FileWindow(entry.fd, offset, size)
+        except OSError:  # no address space or descriptor to spare: copy instead
+            return None
+        got = window.slice(offset, count)
+    return got
+
+
 def read3(req: Request, a: ReadArgs) -> ReadRes:
     """Section 3.3.6: at most the transport's rtmax; eof when the data reaches the end.
 
@@ -166,16 +189,19 @@ def read3(req: Request, a: ReadArgs) -> ReadRes:
     except _Refused as e:
         return ReadRes(e.status, e.attr)
     try:
-        data: bytes | bytearray | memoryview
+        data: bytes | bytearray | memoryview | FileSlice
         try:
             count = min(a.count, req.max_io)
             if not count:
                 data = b""
             elif req.cached_only:
-                data = _read_cached(entry.fd, count, a.offset)
+                data = _mapped(req, entry, count, a.offset, st.st_size) or _read_cached(
+                    entry.fd, count, a.offset
+                )
             else:
                 data = _read_into(entry.fd, count, a.offset)
-            st = os.fstat(entry.fd)
+            if type(data) is not FileSlice:  # mapped data is copied as it is sent: st stands
+                st = os.fstat(entry.fd)
         except OSError as e:
             return ReadRes(status_of(e), _fattr(entry, st))
         eof = a.offset + len(data) >= st.st_size

@@ -19,6 +19,7 @@ from floatlock.nfs.proto_res import (
     encode_head,
     encode_wcc_head,
 )
+from floatlock.rpc.dispatch import MappedData, Part, joined
 from floatlock.xdr import Decoder
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # XDR padding of opaque data, by length
@@ -52,16 +53,17 @@ class ReadRes:
     status: Nfsstat3
     attr: Fattr3 | None = None
     eof: bool = False
-    data: bytes | bytearray | memoryview = b""  # the server reads into a bytearray
+    #: The server reads into a reused buffer, or (TCP) names the data in the file's mapping.
+    data: bytes | bytearray | memoryview | MappedData = b""
 
     def encode(self) -> bytes:
         if self.status != Nfsstat3.OK:
             return encode_head(self.status, self.attr).getvalue()
         # The data is up to 1 MiB: copy it once (one join) rather than into the encoder's
         # buffer and out again.  Over TCP it is not copied at all (parts(), service.py).
-        return b"".join(self.parts())
+        return joined(self.parts())
 
-    def parts(self) -> tuple[bytes | bytearray | memoryview, ...]:
+    def parts(self) -> tuple[Part, ...]:
         """A READ3resok as buffers to send back to back: the head (status, attributes, count,
         eof, the data's length), the data itself (not copied), its XDR padding if any."""
         enc = encode_head(self.status, self.attr)

@@ -33,7 +33,8 @@ LOOKUP at 32 in flight 12,600 -> 31,500, CREATE of an existing file 11,400 -> ~2
 MiB at 1 in flight 1,600 -> ~2,050 MiB/s).
 
 **READ over TCP** answers with the reply in pieces (``rpc.dispatch.EncodedParts``): the head,
-then the buffer the data was read into, written to the socket with one ``writev`` by the TCP
+then the buffer the data was read into, or on the loop the data's place in the file's mapping
+(:mod:`floatlock.nfs.filemap`), written to the socket with one ``writev`` by the TCP
 transport; the data is never copied in user space.  Over UDP the reply is one datagram,
 joined (at most 32 KiB).
 

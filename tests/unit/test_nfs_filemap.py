@@ -1,0 +1,187 @@
+"""READ data sent from the file's mapping (nfs/filemap.py): when it is used, that it holds the
+file's bytes, that nothing but the kernel reads it, and what a truncation under it does."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from floatlock.nfs import filemap, ops_io
+from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
+from floatlock.nfs.exports import parse_exports
+from floatlock.nfs.filemap import FileSlice, FileWindow, Truncated, resident
+from floatlock.nfs.openfiles import OpenFiles
+from floatlock.nfs.proto import Nfsstat3
+from floatlock.nfs.proto_args import ReadArgs
+from floatlock.nfs.proto_res_io import ReadRes
+from floatlock.nfs.resolver import NotCached, Resolver
+from floatlock.rpc.message import AuthSys
+from floatlock.xdr import Decoder
+
+MiB = 1 << 20
+ROOT = AuthSys(0, "client", 0, 0, ())
+
+needs_cachestat = pytest.mark.skipif(
+    not filemap.available, reason="no cachestat(2) on this machine"
+)
+
+
+def _content(size: int) -> bytes:
+    return bytes((i * 7 + i // 4096) & 0xFF for i in range(size))
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[tuple[Path, ServerState]]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (open_by_handle_at)")
+    export = tmp_path / "export"
+    export.mkdir()
+    exports = parse_exports(f"{export} *(rw,no_root_squash)")
+    resolver = Resolver(exports, KEY, sweeper=False)
+    files = OpenFiles(sweeper=False)
+    try:
+        yield export, ServerState(resolver, ExportAccess(resolve_names=False), b"v" * 8, files)
+    finally:
+        files.close()
+        resolver.close()
+
+
+KEY = b"k" * 32
+
+
+def _req(st: ServerState, transport: str = "tcp", *, inline: bool = True) -> Request:
+    return Request(st, Caller(ROOT, "127.0.0.1", 700, transport), cached_only=inline)
+
+
+def _fh(st: ServerState, path: Path) -> bytes:
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        return st.resolver.handle_of(st.resolver.roots[0], fd)
+    finally:
+        os.close(fd)
+
+
+def _cached(st: ServerState, path: Path, data: bytes) -> bytes:
+    """A file holding ``data`` whose READ descriptor is cached (a worker's READ opened it)."""
+    path.write_bytes(data)
+    fh = _fh(st, path)
+    assert ops_io.read3(_req(st, inline=False), ReadArgs(fh, 0, 1)).status == Nfsstat3.OK
+    return fh
+
+
+@needs_cachestat
+def test_an_inline_tcp_read_is_sent_from_the_mapping(state: tuple[Path, ServerState]) -> None:
+    export, st = state
+    data = _content(3 * MiB + 5)
+    fh = _cached(st, export / "f", data)
+    a = ReadArgs(fh, MiB + 3, MiB)
+    res = ops_io.read3(_req(st), a)
+    assert res.status == Nfsstat3.OK and isinstance(res.data, FileSlice)
+    assert len(res.data) == MiB and bytes(res.data.view) == data[MiB + 3 : 2 * MiB + 3]
+    # The worker's copy and the mapped reply encode alike (encode() copies through the kernel).
+    worker = ops_io.read3(_req(st, inline=False), a)
+    assert res.encode() == worker.encode()
+    assert ReadRes.decode(Decoder(res.encode())).data == data[MiB + 3 : 2 * MiB + 3]
+    # The last bytes: the count is cut at the end of the file, and eof is set.
+    end = ops_io.read3(_req(st), ReadArgs(fh, 3 * MiB - 100_000, MiB))
+    assert isinstance(end.data, FileSlice) and end.eof
+    assert bytes(end.data.view) == data[3 * MiB - 100_000 :]
+
+
+@needs_cachestat
+def test_udp_small_and_window_crossing_reads_copy(
+    state: tuple[Path, ServerState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export, st = state
+    monkeypatch.setattr(filemap, "WINDOW", MiB)
+    data = _content(3 * MiB)
+    fh = _cached(st, export / "f", data)
+    udp = ops_io.read3(_req(st, "udp"), ReadArgs(fh, 0, 32768))
+    assert udp.status == Nfsstat3.OK and not isinstance(udp.data, FileSlice)
+    small = ops_io.read3(_req(st), ReadArgs(fh, 0, filemap.MIN_MAPPED - 1))
+    assert not isinstance(small.data, FileSlice)
+    crossing = ops_io.read3(_req(st), ReadArgs(fh, MiB - 4096, 8192 + filemap.MIN_MAPPED))
+    assert not isinstance(crossing.data, FileSlice)
+    assert bytes(crossing.data) == data[MiB - 4096 : MiB + 4096 + filemap.MIN_MAPPED]
+    # Within the next window: a new mapping of that window.
+    inside = ops_io.read3(_req(st), ReadArgs(fh, 2 * MiB, filemap.MIN_MAPPED))
+    assert isinstance(inside.data, FileSlice)
+    assert bytes(inside.data.view) == data[2 * MiB : 2 * MiB + filemap.MIN_MAPPED]
+
+
+@needs_cachestat
+def test_residency_is_asked_of_the_kernel(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(_content(MiB))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # clean pages can be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert not resident(fd, 0, MiB)
+        os.pread(fd, 8192, 0)
+        assert resident(fd, 0, 8192)
+        assert not resident(fd, 0, MiB)
+        os.pread(fd, MiB, 0)
+        assert resident(fd, 100, MiB - 100)
+    finally:
+        os.close(fd)
+
+
+@needs_cachestat
+def test_pages_not_cached_go_to_a_worker(state: tuple[Path, ServerState]) -> None:
+    export, st = state
+    data = _content(MiB)
+    fh = _cached(st, export / "f", data)
+    fd = os.open(export / "f", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    with pytest.raises(NotCached):  # neither mapped nor read inline: the disk is needed
+        ops_io.read3(_req(st), ReadArgs(fh, 0, MiB))
+    assert ops_io.read3(_req(st, inline=False), ReadArgs(fh, 0, MiB)).data == data
+
+
+def test_a_truncated_window_is_never_read_in_user_space(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = _content(2 * MiB)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        window = FileWindow(fd, MiB + 10, 2 * MiB)
+    finally:
+        os.close(fd)  # the window has its own descriptor
+    part = window.slice(MiB, MiB)
+    assert part is not None and window.slice(MiB - 1, 10) is not None
+    assert window.slice(2 * MiB - 10, 11) is None  # past the mapped end
+    assert part.copy_tail(MiB - 10) == data[-10:]
+    os.truncate(path, MiB + 4096)
+    r, w = os.pipe()
+    try:
+        # The kernel's copy of a page past the new end fails; it is not SIGBUS.
+        with pytest.raises(OSError):
+            os.writev(w, [part.view[8192:12288]])
+    finally:
+        os.close(r)
+        os.close(w)
+    kept = window.slice(MiB, 4096)
+    assert kept is not None and kept.copy_tail(0) == data[MiB : MiB + 4096]
+    with pytest.raises(Truncated):
+        part.copy_tail(0)
+    assert part.copy_tail(MiB) == b""
+
+
+def test_closing_the_descriptor_drops_the_window(state: tuple[Path, ServerState]) -> None:
+    export, st = state
+    fh = _cached(st, export / "f", _content(MiB))
+    entry = st.files.get(fh, False)
+    assert entry is not None
+    entry.window = FileWindow(entry.fd, 0, MiB)
+    st.files.discard(entry)
+    assert entry.window is not None  # still in use
+    st.files.release(entry)
+    assert entry.closed and entry.window is None
