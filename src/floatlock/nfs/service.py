@@ -46,9 +46,10 @@ retransmission with the first reply.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from floatlock.nfs import ops_attr, ops_create, ops_io, ops_lookup, ops_readdir, ops_remove
@@ -160,21 +161,20 @@ class NfsServer:
     ) -> Procedure[A, R]:
         state, submit, caller = self.state, self._pool.submit, self._caller
 
-        async def handler(args: A, call: Call) -> R:
-            return await submit(fn, Request(state, caller(call)), args)
+        # A worker's future is the handler's result itself (the dispatcher chains the reply
+        # to it), not a coroutine awaiting it: no Task per call.
+        def handler(args: A, call: Call) -> asyncio.Future[R]:
+            return submit(fn, Request(state, caller(call)), args)
 
         if not (self.inline_metadata and name in INLINE_PROCEDURES):
             return Procedure(name, handler, decode, _encode, idem, decode_at)
 
-        async def in_worker(req: Request, args: A) -> R:
-            return await submit(fn, req, args)
-
-        def inline(args: A, call: Call) -> R | Coroutine[Any, Any, R]:
+        def inline(args: A, call: Call) -> R | asyncio.Future[R]:
             c = caller(call)
             try:
                 return fn(Request(state, c, cached_only=True), args)
             except NotCached:  # nothing was done yet: the worker does it all
-                return in_worker(Request(state, c), args)
+                return submit(fn, Request(state, c), args)
 
         return Procedure(name, inline, decode, _encode, idem, decode_at)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from asyncio import Future
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from inspect import iscoroutinefunction
@@ -314,18 +315,68 @@ class Dispatcher:
 
     def _run(
         self, proc: Procedure[Any, Any], args: Any, call: Call, key: Any
-    ) -> Reply | Coroutine[Any, Any, Reply | None] | None:
+    ) -> Reply | Coroutine[Any, Any, Reply | None] | Future[Reply | None] | None:
         """Run a plain handler.  One that returns a coroutine (a slow path it took, such as
         waiting for statd before a first lock) is finished as an async handler would be."""
         try:
             result = proc.handler(args, call)
             if type(result) is CoroutineType:
                 return self._finish(proc, result, call, key)
+            if type(result) is Future:
+                return self._chain(proc, result, call, key)
             return _reply(proc, call, result)
         except Exception:
             self.stats.system_err += 1
             log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
             return accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
+
+    def _chain(
+        self, proc: Procedure[Any, Any], pending: Future[Any], call: Call, key: Any
+    ) -> Future[Reply | None]:
+        """The reply future of a handler that returned a future (the NFS worker pool's):
+        what :meth:`_finish` does, as that future's done callback rather than a Task.  A
+        Task would first run a step of its own in the next turn of the loop, before the
+        work even started, and cost a coroutine frame or two besides."""
+        out: Future[Reply | None] = pending.get_loop().create_future()
+
+        def settle(done: Future[Any]) -> None:
+            if out.cancelled():
+                return
+            if done.cancelled():
+                out.cancel()
+                return
+            exc = done.exception()
+            if exc is None:
+                try:
+                    reply = self._settle(proc, call, key, done.result())
+                except Exception as e:
+                    reply = self._failed(proc, call, key, e)
+            elif isinstance(exc, Exception):  # the handler's failure: SYSTEM_ERR
+                reply = self._failed(proc, call, key, exc)
+            else:
+                out.set_exception(exc)
+                return
+            out.set_result(reply)
+
+        pending.add_done_callback(settle)
+        return out
+
+    def _settle(self, proc: Procedure[Any, Any], call: Call, key: Any, result: Any) -> Reply | None:
+        reply = _reply(proc, call, result)
+        if key is not None:
+            assert not isinstance(reply, tuple)  # non-idempotent: _reply joined it
+            self.drc.finish(key, reply, self._clock())
+        return reply
+
+    def _failed(
+        self, proc: Procedure[Any, Any], call: Call, key: Any, exc: BaseException
+    ) -> Reply | None:
+        self.stats.system_err += 1
+        log.error("SYSTEM_ERR: %s failed for %r", proc.name, call, exc_info=exc)
+        reply = accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
+        if key is not None:
+            self.drc.finish(key, reply, self._clock())
+        return reply
 
     def _run_async(
         self, proc: Procedure[Any, Any], args: Any, call: Call, key: Any
@@ -335,17 +386,14 @@ class Dispatcher:
     async def _finish(
         self, proc: Procedure[Any, Any], pending: Awaitable[Any], call: Call, key: Any
     ) -> Reply | None:
-        reply: Reply | None
         try:
-            reply = _reply(proc, call, await pending)
-        except Exception:
-            self.stats.system_err += 1
-            log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
-            reply = accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
-        if key is not None:
-            assert not isinstance(reply, tuple)  # non-idempotent: _reply joined it
-            self.drc.finish(key, reply, self._clock())
-        return reply
+            result = await pending
+        except Exception as e:
+            return self._failed(proc, call, key, e)
+        try:
+            return self._settle(proc, call, key, result)
+        except Exception as e:
+            return self._failed(proc, call, key, e)
 
 
 def _reply(proc: Procedure[Any, Any], call: Call, result: Any) -> Reply | None:
