@@ -24,6 +24,7 @@ def _setup_logging(level: str) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from floatlock.daemon import serve
+    from floatlock.nfs.fsuid import IdentityError
     from floatlock.server import build_daemon
 
     try:
@@ -32,7 +33,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"floatlock: {e}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level or cfg.server.log_level)
-    daemon = build_daemon(cfg)
+    try:
+        daemon = build_daemon(cfg)
+    except IdentityError as e:  # this kernel cannot check permission as the caller
+        print(f"floatlock: {e}", file=sys.stderr)
+        return 2
     return asyncio.run(serve(daemon))
 
 

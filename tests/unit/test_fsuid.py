@@ -175,15 +175,9 @@ def test_lazy_groups_only_with_the_filesystem_capabilities() -> None:
     assert (eff & 0x1F == 0x1F) == fsuid.LAZY_GROUPS
 
 
-@pytest.mark.parametrize("faccessat2", [True, False])
-def test_may_asks_the_kernel_as_the_current_fs_identity(
-    faccessat2: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``may`` answers for the fsuid, fsgid and groups (not the real ids), through faccessat2
-    or, where that is missing, /proc/self/fd: the same answers."""
-    if faccessat2 and not fsuid._faccessat2_works:
-        pytest.skip("no faccessat2 here")
-    monkeypatch.setattr(fsuid, "_faccessat2_works", faccessat2)
+@pytest.mark.skipif(not fsuid.FACCESSAT2, reason="no faccessat2 here")
+def test_may_asks_the_kernel_as_the_current_fs_identity(tmp_path: Path) -> None:
+    """``may`` answers for the fsuid, fsgid and groups, not the real ids (root's)."""
     path = tmp_path / "f"
     path.write_text("x")
     os.chown(path, 0, 4242)
@@ -201,6 +195,7 @@ def test_may_asks_the_kernel_as_the_current_fs_identity(
                 as_(Identity(1000, 1000, (4242,))),
                 as_(Identity(1000, 1000, (1000,))),
                 as_(Identity(1000, 4242, ())),
+                as_(Identity(0, 0, ())),
             ]
         )
     finally:
@@ -211,4 +206,24 @@ def test_may_asks_the_kernel_as_the_current_fs_identity(
         (True, False, False),
         (False, False, False),
         (True, False, False),
+        (True, True, False),
     ]
+
+
+def test_without_faccessat2_nothing_is_granted_and_the_server_refuses(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No fallback that would ask with root's real or effective ids: may() raises, and an
+    NfsServer is not built."""
+    from floatlock.nfs.exports import parse_exports
+    from floatlock.nfs.service import NfsServer
+
+    monkeypatch.setattr(fsuid, "FACCESSAT2", False)
+    fd = os.open(tmp_path, os.O_PATH)
+    try:
+        with pytest.raises(fsuid.IdentityError):
+            fsuid.may(fd, os.R_OK)
+    finally:
+        os.close(fd)
+    with pytest.raises(fsuid.IdentityError, match="faccessat2"):
+        NfsServer(parse_exports(f"{tmp_path} *(rw)"), b"k" * 32)

@@ -3,6 +3,7 @@ file's bytes, that nothing but the kernel reads it, and what a truncation under 
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,10 +98,12 @@ def test_udp_small_and_window_crossing_reads_copy(
 ) -> None:
     export, st = state
     monkeypatch.setattr(filemap, "WINDOW", MiB)
+    monkeypatch.setattr(filemap, "MIN_MAPPED", 16384)  # UDP's 32 KiB would qualify but for UDP
     data = _content(3 * MiB)
     fh = _cached(st, export / "f", data)
     udp = ops_io.read3(_req(st, "udp"), ReadArgs(fh, 0, 32768))
     assert udp.status == Nfsstat3.OK and not isinstance(udp.data, FileSlice)
+    assert isinstance(ops_io.read3(_req(st), ReadArgs(fh, 0, 32768)).data, FileSlice)
     small = ops_io.read3(_req(st), ReadArgs(fh, 0, filemap.MIN_MAPPED - 1))
     assert not isinstance(small.data, FileSlice)
     crossing = ops_io.read3(_req(st), ReadArgs(fh, MiB - 4096, 8192 + filemap.MIN_MAPPED))
@@ -128,6 +131,72 @@ def test_residency_is_asked_of_the_kernel(tmp_path: Path) -> None:
         assert resident(fd, 100, MiB - 100)
     finally:
         os.close(fd)
+
+
+@needs_cachestat
+def test_residency_is_counted_page_by_page(tmp_path: Path) -> None:
+    """Only page 2 cached: ranges reaching into page 1 or 3 by one byte are not resident."""
+    page = os.sysconf("SC_PAGESIZE")
+    path = tmp_path / "f"
+    path.write_bytes(bytes(8 * page))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.pwrite(fd, b"p" * page, 2 * page)  # a whole page: cached without reading the disk
+        assert resident(fd, 2 * page, page)
+        assert resident(fd, 2 * page + 1, page - 1)
+        assert not resident(fd, 2 * page, page + 1)
+        assert not resident(fd, 2 * page - 1, 2)
+    finally:
+        os.close(fd)
+
+
+def test_windows_are_bounded_and_release_what_they_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most MAX_MAPPED bytes mapped; a window's descriptor and its share of the bound go
+    when the window and its last slice are gone."""
+    monkeypatch.setattr(filemap, "WINDOW", MiB)
+    monkeypatch.setattr(filemap, "MAX_MAPPED", 2 * MiB)
+    path = tmp_path / "f"
+    path.write_bytes(_content(3 * MiB))
+    fd = os.open(path, os.O_RDONLY)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    base = filemap.mapped_bytes()
+    try:
+        first = FileWindow(fd, 0, 3 * MiB)
+        second = FileWindow(fd, MiB, 3 * MiB)
+        assert filemap.mapped_bytes() == base + 2 * MiB
+        with pytest.raises(OSError):
+            FileWindow(fd, 2 * MiB, 3 * MiB)
+        part = second.slice(MiB, 4096)
+        del first, second
+        gc.collect()
+        assert filemap.mapped_bytes() == base + MiB  # the slice keeps its window
+        del part
+        gc.collect()
+        assert filemap.mapped_bytes() == base
+        assert len(os.listdir("/proc/self/fd")) == fds_before
+        assert FileWindow(fd, 2 * MiB, 3 * MiB).end == 3 * MiB
+    finally:
+        os.close(fd)
+
+
+@needs_cachestat
+def test_a_mapped_read_sets_the_access_time_a_copy_would(
+    state: tuple[Path, ServerState],
+) -> None:
+    export, st = state
+    if os.statvfs(export).f_flag & os.ST_NOATIME:
+        pytest.skip("mounted noatime")
+    fh = _cached(st, export / "f", _content(MiB))
+    assert isinstance(ops_io.read3(_req(st), ReadArgs(fh, 0, MiB)).data, FileSlice)
+    old = os.stat(export / "f")  # the window is mapped (mmap itself sets the atime): now
+    os.utime(export / "f", ns=(old.st_mtime_ns - 10**12, old.st_mtime_ns))  # atime < mtime
+    res = ops_io.read3(_req(st), ReadArgs(fh, 0, MiB))
+    assert isinstance(res.data, FileSlice)
+    assert os.stat(export / "f").st_atime_ns > old.st_mtime_ns - 10**12
 
 
 @needs_cachestat

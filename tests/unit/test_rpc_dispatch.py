@@ -232,3 +232,40 @@ def test_plain_handler_may_defer_with_a_coroutine() -> None:
     assert reply is not None and parse_reply(reply).body == u32(14)
     assert d.dispatch(msg, CLIENT, SERVER, "udp") == reply
     assert runs == [3, 7]
+
+
+def test_a_handler_returning_a_future_is_answered_when_it_is_done() -> None:
+    """The worker pool's way: the handler returns a future, the reply follows its result (the
+    reply cache finished with it), a failure is SYSTEM_ERR, a cancellation no reply at all."""
+    import asyncio
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[int]] = []
+
+        def handler(v: int, _call: Call) -> asyncio.Future[int]:
+            fut: asyncio.Future[int] = loop.create_future()
+            futures.append(fut)
+            return fut
+
+        d = Dispatcher()
+        d.register(PROG, 1, {1: Procedure("LATER", handler, Decoder.u32, u32, idempotent=False)})
+
+        def send(xid: int) -> object:
+            return d.dispatch(encode_call(xid, PROG, 1, 1, u32(xid)), CLIENT, SERVER, "udp")
+
+        first, failing, cancelled = send(1), send(2), send(3)
+        assert all(isinstance(p, asyncio.Future) for p in (first, failing, cancelled))
+        assert send(1) is None  # its retransmission while it runs: dropped
+        futures[0].set_result(41)
+        futures[1].set_exception(RuntimeError("worker failed"))
+        futures[2].cancel()
+        reply = await first  # type: ignore[misc]
+        assert parse_reply(reply).body == u32(41)
+        assert status_of(await failing) == AcceptStat.SYSTEM_ERR  # type: ignore[misc]
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled  # type: ignore[misc]
+        assert send(1) == reply  # from the reply cache
+        assert d.stats.system_err == 1
+
+    asyncio.run(main())

@@ -17,8 +17,9 @@ The caller's buffers are sent or copied by the time this returns: they may be re
 Mapped READ data (:class:`~floatlock.rpc.dispatch.MappedData`) goes to ``writev`` as its
 ``view``; what the socket did not take of it is handed on as :meth:`~floatlock.rpc.dispatch.
 MappedData.copy_tail`'s kernel-made copy, never read from the mapping here.  When that data is
-gone (the file was truncated meanwhile) the connection is aborted: the record's mark already
-promised its length, and the client sends the call again.
+gone (the file was truncated meanwhile) nothing more is written and the caller must close the
+connection: the record's mark already promised its length, and the client sends the call
+again.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ __all__ = ["write_gathered"]
 log = logging.getLogger("floatlock.net.tcp")
 
 
-def write_gathered(transport: asyncio.Transport, fd: int, bufs: Sequence[Part]) -> None:
-    """Write ``bufs`` in order on ``transport`` whose socket is ``fd`` (-1: unknown)."""
+def write_gathered(transport: asyncio.Transport, fd: int, bufs: Sequence[Part]) -> bool:
+    """Write ``bufs`` in order on ``transport`` whose socket is ``fd`` (-1: unknown); False
+    when mapped data was gone and the rest could not be written (the caller closes)."""
     sent = 0
     if fd >= 0 and not transport.get_write_buffer_size() and not transport.is_closing():
         try:
@@ -55,8 +57,8 @@ def write_gathered(transport: asyncio.Transport, fd: int, bufs: Sequence[Part]) 
                 transport.write(buf.copy_tail(sent))
             except OSError as e:
                 log.info("closing a TCP connection: the rest of a reply is gone (%s)", e)
-                transport.abort()
-                return
+                return False
         else:
             transport.write(memoryview(buf)[sent:] if sent else buf)
         sent = 0
+    return True

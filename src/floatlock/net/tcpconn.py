@@ -313,7 +313,8 @@ class TcpConnection(asyncio.BufferedProtocol):
         assert self._transport is not None
         self._server.stats.replies += count
         self._last_activity = self._loop.time()
-        write_gathered(self._transport, self._fd, bufs)
+        if not write_gathered(self._transport, self._fd, bufs):
+            self.abort()  # a reply's mapped data was truncated away: the client resends
 
     def _pause_reading(self) -> None:
         if not self._read_paused and not self._closed:
@@ -339,6 +340,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         self._idle_handle = self._loop.call_later(max(due - now, timeout / 10), self._idle_check)
 
     def abort(self) -> None:
+        self._closed = True  # nothing more is dispatched or written (connection_lost follows)
         self._backlog.clear()
         if self._transport is not None:
             # abort(), not close(): close() would wait for a write buffer a misbehaving peer

@@ -17,12 +17,20 @@ file read again is sent without a page fault; a file read once faults its pages 
 When it is used
 ---------------
 Only on the event loop (inline READ, service.py), only for READs over TCP of at least
-:data:`MIN_MAPPED` bytes, and only when ``cachestat(2)`` (Linux 6.5) says every page of the range
-is in the page cache: the copy happens in the loop thread's ``writev`` and must not wait for
-the disk.  (A page evicted between the check and the ``writev`` is read back in that
-``writev``: the one case in which the loop waits for the disk, for one page.)  Anything else
-copies as before.  Windows are :data:`WINDOW` bytes, aligned; a READ that crosses a window's end
-copies.
+:data:`MIN_MAPPED` bytes within one :data:`WINDOW`-aligned window, and only when
+``cachestat(2)`` (Linux 6.5) says every page of the range is in the page cache: the copy
+happens in the loop thread's ``writev`` and must not wait for the disk.  (A page evicted
+between the check and the ``writev`` is read back in that ``writev``: the one case in which the
+loop waits for the disk, for one page.)  Anything else copies as before.
+
+Bounds.  Pages sent from a mapping count in the daemon's resident set (file-backed, shared with
+the page cache), and so in the OOM killer's ranking.  So at most :data:`MAX_MAPPED` bytes are
+mapped at once, over all windows; past that, READs copy until windows are released (their
+descriptor closed, :mod:`floatlock.nfs.openfiles`, and no reply using them).
+
+atime.  A copy from a mapping does not update the file's access time as ``read`` does, so a
+mapped READ also reads one byte of its range (``RWF_NOWAIT``, about 1 us): the same
+``touch_atime`` a copying READ makes, for whoever relies on access times on the server.
 
 Safety
 ------
@@ -31,10 +39,13 @@ mapping, a *user-space* read of a page past the new end would be SIGBUS, which k
 daemon; the kernel's own copy returns EFAULT (or a short count) instead.  So a
 :class:`FileSlice` is not a buffer Python code can read: the TCP transport hands its ``view``
 to ``writev`` only, and what the socket did not take is copied with :meth:`FileSlice.copy_tail`,
-a ``preadv`` from the window's own descriptor (a ``dup``, so the slice outlives the cached
+a ``pread`` from the window's own descriptor (a ``dup``, so the slice outlives the cached
 descriptor's closing).  Data that is no longer there (truncated meanwhile) raises
 :class:`Truncated`, and the transport closes the connection rather than send a reply shorter
-than its header says: the client sends the READ again and gets the short answer.
+than its header says: the client sends the READ again and gets the short answer.  One race is
+not caught: a truncation to a point inside the READ's last page leaves that page mapped, its
+bytes past the new end zeroed by the kernel, and the reply carries those zeros (as it would
+carry a concurrent write's bytes: a READ racing a change of its range sees some of it).
 """
 
 from __future__ import annotations
@@ -44,14 +55,26 @@ import errno
 import mmap
 import os
 import platform
+import threading
 import weakref
 
 from floatlock.rpc.dispatch import MappedData
 
-__all__ = ["MIN_MAPPED", "WINDOW", "FileSlice", "FileWindow", "Truncated", "resident"]
+__all__ = [
+    "MAX_MAPPED",
+    "MIN_MAPPED",
+    "WINDOW",
+    "FileSlice",
+    "FileWindow",
+    "Truncated",
+    "mapped_bytes",
+    "resident",
+]
 
 #: Bytes one mapping covers, aligned to a multiple of itself in the file.
-WINDOW = 64 << 20
+WINDOW = 8 << 20
+#: Bytes mapped at most, over every window (module docstring, "Bounds").
+MAX_MAPPED = 256 << 20
 #: READs shorter than this copy: a copy of a few KiB costs less than the residency check.
 MIN_MAPPED = 64 << 10
 
@@ -79,12 +102,21 @@ _syscall.restype = ctypes.c_long
 _range = _Range()
 _stat = _Stat()
 _PAGE = mmap.PAGESIZE
-#: False once the kernel said it has no cachestat (ENOSYS, or a seccomp filter's EPERM).
+#: False once the kernel said it has no cachestat (ENOSYS).  An EPERM is about one file
+#: (cachestat wants the caller to be allowed to open it) and answers False for it alone.
 available = _SYS_CACHESTAT is not None
+
+_mapped = 0  # bytes mapped now, over all windows
+_mapped_lock = threading.Lock()  # a window's finalizer runs in whichever thread drops it
 
 
 class Truncated(OSError):
     """A mapped READ's data is gone (the file was truncated after the reply was built)."""
+
+
+def mapped_bytes() -> int:
+    """Bytes mapped now, over every window."""
+    return _mapped
 
 
 def resident(fd: int, offset: int, length: int) -> bool:
@@ -97,26 +129,40 @@ def resident(fd: int, offset: int, length: int) -> bool:
     last = (offset + length - 1) // _PAGE
     _range.off = first * _PAGE
     _range.len = (last - first + 1) * _PAGE
-    if (
-        _syscall(
-            _SYS_CACHESTAT,
-            ctypes.c_long(fd),
-            ctypes.byref(_range),
-            ctypes.byref(_stat),
-            ctypes.c_long(0),
-        )
-        != 0
-    ):
-        if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
+    args = (ctypes.byref(_range), ctypes.byref(_stat), ctypes.c_long(0))
+    if _syscall(_SYS_CACHESTAT, ctypes.c_long(fd), *args) != 0:
+        if ctypes.get_errno() == errno.ENOSYS:
             available = False
         return False
     return bool(_stat.nr_cache == last - first + 1)
 
 
+def _reserve(length: int) -> None:
+    global _mapped
+    with _mapped_lock:
+        if _mapped + length > MAX_MAPPED:
+            raise OSError(errno.ENOMEM, f"{_mapped} bytes of files are mapped already")
+        _mapped += length
+
+
+def _release(length: int) -> None:
+    global _mapped
+    with _mapped_lock:
+        _mapped -= length
+
+
+def _unmapped(fd: int, length: int) -> None:
+    os.close(fd)
+    _release(length)
+
+
 class FileWindow:
-    """A read-only shared mapping of ``WINDOW`` bytes (fewer at the end of the file) of a file,
-    with its own descriptor for :meth:`FileSlice.copy_tail`; both are released when the window
-    and every slice of it are gone."""
+    """A read-only shared mapping of :data:`WINDOW` bytes (fewer at the end of the file) of a
+    file, with its own descriptor for :meth:`FileSlice.copy_tail`; both are released when the
+    window and every slice of it are gone.
+
+    Raises OSError (ENOMEM) when :data:`MAX_MAPPED` would be exceeded, OSError from ``mmap``,
+    and ValueError when the file is now shorter than ``size`` says."""
 
     __slots__ = ("__weakref__", "_fd", "_map", "_view", "end", "start")
 
@@ -125,15 +171,20 @@ class FileWindow:
         length = min(WINDOW, size - start)
         if length <= 0:
             raise ValueError("nothing to map")
-        self._fd = os.dup(fd)
+        _reserve(length)
+        try:
+            self._fd = os.dup(fd)
+        except BaseException:
+            _release(length)
+            raise
         try:
             self._map = mmap.mmap(
                 self._fd, length, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=start
             )
         except BaseException:
-            os.close(self._fd)
+            _unmapped(self._fd, length)
             raise
-        weakref.finalize(self, os.close, self._fd)
+        weakref.finalize(self, _unmapped, self._fd, length)
         self._view = memoryview(self._map)
         self.start = start
         self.end = start + length
@@ -147,11 +198,10 @@ class FileWindow:
 
     def pread(self, count: int, offset: int) -> bytes:
         """``count`` bytes of the file at ``offset``, copied by the kernel (never SIGBUS)."""
-        buf = bytearray(count)
-        got = os.preadv(self._fd, (buf,), offset)
-        if got != count:
-            raise Truncated(errno.EFAULT, f"{count - got} bytes of a mapped READ are gone")
-        return bytes(buf)
+        data = os.pread(self._fd, count, offset)
+        if len(data) != count:
+            raise Truncated(errno.EFAULT, f"{count - len(data)} bytes of a mapped READ are gone")
+        return data
 
 
 class FileSlice(MappedData):

@@ -143,19 +143,22 @@ def _faccessat2_probe() -> bool:
         os.close(fd)
 
 
-_faccessat2_works = _faccessat2_probe()
+#: Whether :func:`may` can ask the kernel (faccessat2, Linux 5.8).  Without it nothing can:
+#: ``access()`` checks the real ids, and glibc's emulation of ``faccessat(AT_EACCESS)`` the
+#: effective ones, both root's in this daemon, so it would grant everything.  The NFS server
+#: refuses to start then (:meth:`floatlock.nfs.service.NfsServer.__init__`).
+FACCESSAT2 = _faccessat2_probe()
 
 
 def may(fd: int, mode: int) -> bool:
     """Whether the thread's filesystem identity may access the file open at ``fd`` with
     ``mode`` (``os.R_OK``, ``W_OK``, ``X_OK``): the kernel's ``inode_permission`` check, as
-    ``faccessat2(fd, "", mode, AT_EACCESS | AT_EMPTY_PATH)`` (AT_EACCESS: the fsuid and
-    fsgid, not the real ids).  That is ``access("/proc/self/fd/N")`` without the walk through
-    /proc, 1.1 instead of 3.0 us here (``python -m timeit``); where faccessat2 does not answer
-    (:func:`_faccessat2_probe`) it is that walk."""
-    if _faccessat2_works:
-        return _faccessat2(fd, mode) == 0
-    return os.access(f"/proc/self/fd/{fd}", mode, effective_ids=True)
+    ``faccessat2(fd, "", mode, AT_EACCESS | AT_EMPTY_PATH)`` (AT_EACCESS: the fsuid, fsgid
+    and groups, not the real ids), 1.1 us here against 3.0 for ``access()`` of
+    ``/proc/self/fd/N`` (``python -m timeit``).  Raises IdentityError without faccessat2."""
+    if not FACCESSAT2:
+        raise IdentityError("faccessat2 is unavailable: cannot check permission as the caller")
+    return _faccessat2(fd, mode) == 0
 
 
 def current_fsids() -> tuple[int, int]:

@@ -26,13 +26,15 @@ had not committed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 
+from floatlock.nfs import filemap
 from floatlock.nfs.context import Request, attr_of, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
-from floatlock.nfs.filemap import MIN_MAPPED, FileSlice, FileWindow, resident
+from floatlock.nfs.filemap import FileSlice, FileWindow
 from floatlock.nfs.fsuid import may
 from floatlock.nfs.openfiles import OpenFile
 from floatlock.nfs.proto import Nfsstat3, StableHow
@@ -43,6 +45,7 @@ from floatlock.nfs.readbuf import ReadBuffers
 from floatlock.nfs.resolver import NotCached, Obj
 
 _BUFFERS = ReadBuffers()
+_ONE_BYTE = bytearray(1)  # mapped READs' access-time read (loop thread only)
 
 
 def _check_regular(obj: Obj) -> None:
@@ -163,19 +166,24 @@ def _read_into(fd: int, count: int, offset: int, flags: int = 0) -> memoryview:
 
 def _mapped(req: Request, entry: OpenFile, count: int, offset: int, size: int) -> FileSlice | None:
     """The data as a slice of the file's mapping (:mod:`floatlock.nfs.filemap`), if this READ
-    may be sent from it: over TCP, big enough, all in the page cache (loop thread only)."""
+    may be sent from it: over TCP, big enough, within one window, all in the page cache, and
+    mapped bytes to spare (loop thread only)."""
     count = min(count, size - offset)
-    if count < MIN_MAPPED or req.caller.transport != "tcp":
+    if count < filemap.MIN_MAPPED or req.caller.transport != "tcp":
         return None
-    if not resident(entry.fd, offset, count):
+    if offset // filemap.WINDOW != (offset + count - 1) // filemap.WINDOW:
+        return None  # crosses a window's end
+    if not filemap.resident(entry.fd, offset, count):
         return None
     window = entry.window
     if window is None or (got := window.slice(offset, count)) is None:
         try:
             window = entry.window = FileWindow(entry.fd, offset, size)
-        except OSError:  # no address space or descriptor to spare: copy instead
+        except (OSError, ValueError):  # over the bound, no address space, or truncated
             return None
         got = window.slice(offset, count)
+    with contextlib.suppress(OSError):  # the access time a copy would have set (filemap)
+        os.preadv(entry.fd, (_ONE_BYTE,), offset, os.RWF_NOWAIT)
     return got
 
 

@@ -52,7 +52,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from floatlock.nfs import ops_attr, ops_create, ops_io, ops_lookup, ops_readdir, ops_remove
+from floatlock.nfs import fsuid, ops_attr, ops_create, ops_io, ops_lookup, ops_readdir, ops_remove
 from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
 from floatlock.nfs.exports import Export
 from floatlock.nfs.malloc import tune_for_large_buffers
@@ -132,6 +132,11 @@ class NfsServer:
         resolve_names: bool = True,
         inline_metadata: bool = DEFAULT_INLINE_METADATA,
     ) -> None:
+        if not fsuid.FACCESSAT2:
+            raise fsuid.IdentityError(
+                "the kernel does not answer faccessat2 (Linux 5.8 or later, not refused by a"
+                " seccomp filter): floatlock cannot check permission as the NFS caller"
+            )
         self.inline_metadata = inline_metadata
         self.resolver = Resolver(exports, key)
         self.access = ExportAccess(resolve_names=resolve_names)
