@@ -244,13 +244,46 @@ def test_a_truncated_window_is_never_read_in_user_space(tmp_path: Path) -> None:
     assert part.copy_tail(MiB) == b""
 
 
-def test_closing_the_descriptor_drops_the_window(state: tuple[Path, ServerState]) -> None:
+def test_closing_the_descriptor_drops_the_windows(state: tuple[Path, ServerState]) -> None:
     export, st = state
     fh = _cached(st, export / "f", _content(MiB))
     entry = st.files.get(fh, False)
     assert entry is not None
-    entry.window = FileWindow(entry.fd, 0, MiB)
+    assert entry.windows.slice(entry.fd, 0, MiB, MiB) is not None
     st.files.discard(entry)
-    assert entry.window is not None  # still in use
+    assert len(entry.windows) == 1  # still in use
     st.files.release(entry)
-    assert entry.closed and entry.window is None
+    assert entry.closed and len(entry.windows) == 0
+
+
+def test_a_file_keeps_its_windows_up_to_its_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows of one file are kept side by side (a file read again is not mapped again), the
+    oldest dropped past PER_FILE; one grown past its end is mapped again, longer."""
+    monkeypatch.setattr(filemap, "WINDOW", MiB)
+    monkeypatch.setattr(filemap, "PER_FILE", 2)
+    path = tmp_path / "f"
+    data = _content(3 * MiB + 100)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        windows = filemap.FileWindows()
+        first = windows.slice(fd, 0, 4096, len(data))
+        second = windows.slice(fd, MiB, 4096, len(data))
+        assert first is not None and second is not None and len(windows) == 2
+        again = windows.slice(fd, 8192, 4096, len(data))
+        assert again is not None and again._window is first._window  # not mapped again
+        assert windows.slice(fd, MiB - 10, 20, len(data)) is None  # crosses a window's end
+        third = windows.slice(fd, 2 * MiB, 4096, len(data))
+        assert third is not None and len(windows) == 2  # the oldest window went
+        renewed = windows.slice(fd, 0, 4096, len(data))
+        assert renewed is not None and renewed._window is not first._window
+        last = windows.slice(fd, 3 * MiB, 100, len(data))
+        assert last is not None and last._window.end == len(data)
+        with open(path, "ab") as f:
+            f.write(b"more")
+        longer = windows.slice(fd, 3 * MiB, 104, len(data) + 4)
+        assert longer is not None and longer.copy_tail(100) == b"more"
+    finally:
+        os.close(fd)

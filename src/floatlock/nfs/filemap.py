@@ -63,9 +63,11 @@ from floatlock.rpc.dispatch import MappedData
 __all__ = [
     "MAX_MAPPED",
     "MIN_MAPPED",
+    "PER_FILE",
     "WINDOW",
     "FileSlice",
     "FileWindow",
+    "FileWindows",
     "Truncated",
     "mapped_bytes",
     "resident",
@@ -75,6 +77,8 @@ __all__ = [
 WINDOW = 8 << 20
 #: Bytes mapped at most, over every window (module docstring, "Bounds").
 MAX_MAPPED = 256 << 20
+#: Windows one file keeps at most (the oldest goes first): 128 MiB of it.
+PER_FILE = 16
 #: READs shorter than this copy: a copy of a few KiB costs less than the residency check.
 MIN_MAPPED = 64 << 10
 
@@ -202,6 +206,47 @@ class FileWindow:
         if len(data) != count:
             raise Truncated(errno.EFAULT, f"{count - len(data)} bytes of a mapped READ are gone")
         return data
+
+
+class FileWindows:
+    """The windows of one file (one cached READ descriptor), at most :data:`PER_FILE`, the
+    oldest dropped first; used on the event loop only, cleared when the descriptor closes."""
+
+    __slots__ = ("_by_start",)
+
+    def __init__(self) -> None:
+        self._by_start: dict[int, FileWindow] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_start)
+
+    def slice(self, fd: int, offset: int, count: int, size: int) -> FileSlice | None:
+        """Bytes [offset, offset + count) of the file open at ``fd`` (``size`` bytes long by
+        its last fstat), from the window that holds them, mapped now if need be; None when
+        they cross a window's end or cannot be mapped (over :data:`MAX_MAPPED`, or the file
+        shrank): the caller copies."""
+        start = offset - offset % WINDOW
+        if offset + count > start + WINDOW:
+            return None
+        windows = self._by_start
+        window = windows.get(start)
+        if window is not None:
+            got = window.slice(offset, count)
+            if got is not None:
+                return got
+            del windows[start]  # the file grew past the window's end: map it again
+        if len(windows) >= PER_FILE:
+            del windows[next(iter(windows))]
+        try:
+            window = FileWindow(fd, offset, size)
+        except (OSError, ValueError):
+            return None
+        windows[start] = window
+        return window.slice(offset, count)
+
+    def clear(self) -> None:
+        """Drop every window (each is unmapped once no reply uses it)."""
+        self._by_start = {}
 
 
 class FileSlice(MappedData):

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from floatlock.nfs.exportroot import ExportRoot
-from floatlock.nfs.filemap import FileWindow
+from floatlock.nfs.filemap import FileWindows
 from floatlock.nfs.lru import RefCountedLru
 
 DEFAULT_MAX_OPEN = 256
@@ -59,9 +59,9 @@ class OpenFile:
     users: int = 0
     dropped: bool = False
     closed: bool = False
-    #: READ's mapping of the file (:mod:`floatlock.nfs.filemap`), made and used on the event
-    #: loop only; dropped when the descriptor is closed (unmapped once no reply uses it).
-    window: FileWindow | None = None
+    #: READ's mappings of the file (:mod:`floatlock.nfs.filemap`), made and used on the event
+    #: loop only; dropped when the descriptor is closed (unmapped once no reply uses them).
+    windows: FileWindows = field(default_factory=FileWindows)
 
     @property
     def proc_path(self) -> str:
@@ -103,7 +103,7 @@ class OpenFiles(RefCountedLru[Key, OpenFile]):
     @staticmethod
     def _close(entry: OpenFile) -> None:  # type: ignore[override]
         RefCountedLru._close(entry)
-        entry.window = None
+        entry.windows.clear()
 
     def get(self, fh: bytes, write: bool) -> OpenFile | None:
         """The cached entry for (fh, write), in use until ``release``; None on a miss."""

@@ -34,7 +34,7 @@ import stat
 from floatlock.nfs import filemap
 from floatlock.nfs.context import Request, attr_of, post_attr, pre_attr, status_of
 from floatlock.nfs.errors import NfsError
-from floatlock.nfs.filemap import FileSlice, FileWindow
+from floatlock.nfs.filemap import FileSlice
 from floatlock.nfs.fsuid import may
 from floatlock.nfs.openfiles import OpenFile
 from floatlock.nfs.proto import Nfsstat3, StableHow
@@ -171,19 +171,12 @@ def _mapped(req: Request, entry: OpenFile, count: int, offset: int, size: int) -
     count = min(count, size - offset)
     if count < filemap.MIN_MAPPED or req.caller.transport != "tcp":
         return None
-    if offset // filemap.WINDOW != (offset + count - 1) // filemap.WINDOW:
-        return None  # crosses a window's end
     if not filemap.resident(entry.fd, offset, count):
         return None
-    window = entry.window
-    if window is None or (got := window.slice(offset, count)) is None:
-        try:
-            window = entry.window = FileWindow(entry.fd, offset, size)
-        except (OSError, ValueError):  # over the bound, no address space, or truncated
-            return None
-        got = window.slice(offset, count)
-    with contextlib.suppress(OSError):  # the access time a copy would have set (filemap)
-        os.preadv(entry.fd, (_ONE_BYTE,), offset, os.RWF_NOWAIT)
+    got = entry.windows.slice(entry.fd, offset, count, size)
+    if got is not None:
+        with contextlib.suppress(OSError):  # the access time a copy would have set (filemap)
+            os.preadv(entry.fd, (_ONE_BYTE,), offset, os.RWF_NOWAIT)
     return got
 
 
