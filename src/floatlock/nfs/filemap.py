@@ -7,8 +7,8 @@ cache into a buffer, then ``writev`` from the buffer into the socket.  Sending f
 read-only mapping of the file leaves one: ``writev`` copies from the page cache pages
 themselves.  On this VM, READ of 1 MiB at 1 in flight went from 3,892 to 4,259 MiB/s, 0.87x
 to 0.95x Ganesha, and at 4 in flight from 0.91x to 1.11x (``python -m bench.nfs_io --seconds 2
---repeat 5 --cells READ``, before and after; docs/benchmarks.md).  ``sendfile(2)``, which would leave none, was slower here
-(docs/benchmarks.md, second session).
+--repeat 5 --cells READ``, before and after; docs/benchmarks.md).  ``sendfile(2)``, which would
+leave none, was slower here (docs/benchmarks.md, second session).
 
 A window stays mapped while its descriptor is cached (:mod:`floatlock.nfs.openfiles`), so a
 file read again is sent without a page fault; a file read once faults its pages in as it goes
