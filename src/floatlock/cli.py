@@ -23,8 +23,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from floatlock.daemon import serve
-    from floatlock.nfs.fsuid import IdentityError
+    from floatlock.daemon import StartupError, serve
     from floatlock.server import build_daemon
 
     try:
@@ -35,7 +34,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level or cfg.server.log_level)
     try:
         daemon = build_daemon(cfg)
-    except IdentityError as e:  # this kernel cannot check permission as the caller
+    except StartupError as e:  # an export that cannot be served, a kernel too old, ...
         print(f"floatlock: {e}", file=sys.stderr)
         return 2
     return asyncio.run(serve(daemon))

@@ -287,3 +287,25 @@ def test_a_file_keeps_its_windows_up_to_its_share(
         assert longer is not None and longer.copy_tail(100) == b"more"
     finally:
         os.close(fd)
+
+
+def test_over_the_bound_a_busy_file_gives_up_its_oldest_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every mapped byte taken, a file that has windows trades its oldest for the one it
+    needs; a file that has none copies."""
+    monkeypatch.setattr(filemap, "WINDOW", MiB)
+    monkeypatch.setattr(filemap, "MAX_MAPPED", filemap.mapped_bytes() + 2 * MiB)
+    path = tmp_path / "f"
+    path.write_bytes(_content(4 * MiB))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        busy, other = filemap.FileWindows(), filemap.FileWindows()
+        assert busy.slice(fd, 0, 4096, 4 * MiB) is not None
+        assert busy.slice(fd, MiB, 4096, 4 * MiB) is not None
+        assert other.slice(fd, 0, 4096, 4 * MiB) is None  # nothing of its own to give up
+        third = busy.slice(fd, 2 * MiB, 4096, 4 * MiB)
+        assert third is not None and len(busy) == 2
+        assert third.copy_tail(0) == _content(4 * MiB)[2 * MiB : 2 * MiB + 4096]
+    finally:
+        os.close(fd)

@@ -269,3 +269,38 @@ def test_a_handler_returning_a_future_is_answered_when_it_is_done() -> None:
         assert d.stats.system_err == 1
 
     asyncio.run(main())
+
+
+def test_a_reply_nobody_waits_for_still_enters_the_cache_and_exits_go_through() -> None:
+    """The reply future cancelled (a server closing) while the work finishes: the reply cache
+    still gets the reply, so a retransmission is answered, not run again.  A SystemExit from
+    the work is not turned into a reply: it leaves the loop as it would have from a Task."""
+    import asyncio
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[int]] = []
+
+        def handler(v: int, _call: Call) -> asyncio.Future[int]:
+            futures.append(loop.create_future())
+            return futures[-1]
+
+        d = Dispatcher()
+        d.register(PROG, 1, {1: Procedure("LATER", handler, Decoder.u32, u32, idempotent=False)})
+        msg = encode_call(7, PROG, 1, 1, u32(7))
+        pending = d.dispatch(msg, CLIENT, SERVER, "udp")
+        assert isinstance(pending, asyncio.Future)
+        pending.cancel()
+        futures[0].set_result(70)
+        await asyncio.sleep(0)
+        cached = d.dispatch(msg, CLIENT, SERVER, "udp")
+        assert isinstance(cached, bytes) and parse_reply(cached).body == u32(70)
+        assert len(futures) == 1  # not run again
+
+        exiting = d.dispatch(encode_call(8, PROG, 1, 1, u32(8)), CLIENT, SERVER, "udp")
+        assert isinstance(exiting, asyncio.Future)
+        futures[1].set_exception(SystemExit(3))
+        await asyncio.sleep(0)
+
+    with pytest.raises(SystemExit):
+        asyncio.run(main())

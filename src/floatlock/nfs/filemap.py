@@ -144,9 +144,12 @@ def resident(fd: int, offset: int, length: int) -> bool:
 def _reserve(length: int) -> None:
     global _mapped
     with _mapped_lock:
-        if _mapped + length > MAX_MAPPED:
-            raise OSError(errno.ENOMEM, f"{_mapped} bytes of files are mapped already")
-        _mapped += length
+        taken = _mapped
+        if taken + length <= MAX_MAPPED:
+            _mapped = taken + length
+            return
+    # Raised outside the lock: nothing that could finalize a window runs while it is held.
+    raise OSError(errno.ENOMEM, f"{taken} bytes of files are mapped already")
 
 
 def _release(length: int) -> None:
@@ -156,8 +159,10 @@ def _release(length: int) -> None:
 
 
 def _unmapped(fd: int, length: int) -> None:
-    os.close(fd)
-    _release(length)
+    try:
+        os.close(fd)
+    finally:
+        _release(length)
 
 
 class FileWindow:
@@ -235,12 +240,23 @@ class FileWindows:
             if got is not None:
                 return got
             del windows[start]  # the file grew past the window's end: map it again
-        if len(windows) >= PER_FILE:
-            del windows[next(iter(windows))]
         try:
             window = FileWindow(fd, offset, size)
-        except (OSError, ValueError):
+        except OSError as e:
+            if e.errno != errno.ENOMEM or not windows:
+                return None
+            # Over MAX_MAPPED: this file gives up its oldest window for the new one (freed at
+            # once unless a reply still holds it), so a busy file keeps mapping as it moves on
+            # instead of copying wherever it has not been before.
+            del windows[next(iter(windows))]
+            try:
+                window = FileWindow(fd, offset, size)
+            except (OSError, ValueError):
+                return None
+        except ValueError:
             return None
+        if len(windows) >= PER_FILE:
+            del windows[next(iter(windows))]
         windows[start] = window
         return window.slice(offset, count)
 

@@ -322,7 +322,7 @@ class Dispatcher:
             result = proc.handler(args, call)
             if type(result) is CoroutineType:
                 return self._finish(proc, result, call, key)
-            if type(result) is Future:
+            if isinstance(result, Future):
                 return self._chain(proc, result, call, key)
             return _reply(proc, call, result)
         except Exception:
@@ -340,8 +340,6 @@ class Dispatcher:
         out: Future[Reply | None] = pending.get_loop().create_future()
 
         def settle(done: Future[Any]) -> None:
-            if out.cancelled():
-                return
             if done.cancelled():
                 out.cancel()
                 return
@@ -351,12 +349,14 @@ class Dispatcher:
                     reply = self._settle(proc, call, key, done.result())
                 except Exception as e:
                     reply = self._failed(proc, call, key, e)
-            elif isinstance(exc, Exception):  # the handler's failure: SYSTEM_ERR
-                reply = self._failed(proc, call, key, exc)
             else:
-                out.set_exception(exc)
-                return
-            out.set_result(reply)
+                reply = self._failed(proc, call, key, exc)
+                if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: the
+                    out.cancel()  # loop runs this callback and lets these two through
+                    raise exc
+            # The reply cache has it even when nobody waits for it any more (a closed server).
+            if not out.cancelled():
+                out.set_result(reply)
 
         pending.add_done_callback(settle)
         return out
@@ -368,9 +368,7 @@ class Dispatcher:
             self.drc.finish(key, reply, self._clock())
         return reply
 
-    def _failed(
-        self, proc: Procedure[Any, Any], call: Call, key: Any, exc: BaseException
-    ) -> Reply | None:
+    def _failed(self, proc: Procedure[Any, Any], call: Call, key: Any, exc: BaseException) -> Reply:
         self.stats.system_err += 1
         log.error("SYSTEM_ERR: %s failed for %r", proc.name, call, exc_info=exc)
         reply = accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)

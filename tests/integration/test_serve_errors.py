@@ -1,0 +1,46 @@
+"""``floatlock serve`` that cannot start says why in one line and exits 2: no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def test_an_export_that_cannot_be_made_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    cfg = tmp_path / "floatlock.toml"
+    cfg.write_text(
+        f"""
+[server]
+listen = ["127.0.0.1"]
+state_dir = "{tmp_path / "state"}"
+[ports]
+nfs = 0
+mount = 0
+nlm = 0
+statd = 0
+[portmap]
+mode = "off"
+[[export]]
+path = "{tmp_path / "file" / "export"}"
+clients = "127.0.0.1(rw)"
+"""
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "floatlock", "serve", "--config", str(cfg)],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("floatlock: cannot create")
