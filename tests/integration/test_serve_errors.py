@@ -19,16 +19,9 @@ def test_an_export_that_cannot_be_made_is_a_one_line_error(tmp_path: Path) -> No
     cfg = tmp_path / "floatlock.toml"
     cfg.write_text(
         f"""
+# The export fails before anything is bound: no ports or portmapper to configure.
 [server]
-listen = ["127.0.0.1"]
 state_dir = "{tmp_path / "state"}"
-[ports]
-nfs = 0
-mount = 0
-nlm = 0
-statd = 0
-[portmap]
-mode = "off"
 [[export]]
 path = "{tmp_path / "file" / "export"}"
 clients = "127.0.0.1(rw)"
