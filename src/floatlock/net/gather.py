@@ -36,13 +36,20 @@ __all__ = ["write_gathered"]
 log = logging.getLogger("floatlock.net.tcp")
 
 
-def write_gathered(transport: asyncio.Transport, fd: int, bufs: Sequence[Part]) -> bool:
+def write_gathered(
+    transport: asyncio.Transport, fd: int, bufs: Sequence[Part], pieces: bool = True
+) -> bool:
     """Write ``bufs`` in order on ``transport`` whose socket is ``fd`` (-1: unknown); False
-    when mapped data was gone and the rest could not be written (the caller closes)."""
+    when mapped data was gone and the rest could not be written (the caller closes).
+    ``pieces`` False: the caller knows no buffer is mapped data (replies that are bytes), and
+    the buffers go to ``writev`` as they are."""
     sent = 0
     if fd >= 0 and not transport.get_write_buffer_size() and not transport.is_closing():
         try:
-            sent = os.writev(fd, [b.view if isinstance(b, MappedData) else b for b in bufs])
+            if pieces:
+                sent = os.writev(fd, [b.view if isinstance(b, MappedData) else b for b in bufs])
+            else:
+                sent = os.writev(fd, bufs)  # type: ignore[arg-type]
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:

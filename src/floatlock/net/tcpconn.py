@@ -238,7 +238,7 @@ class TcpConnection(asyncio.BufferedProtocol):
                     # Written at once, with the replies batched before it: the caller's
                     # buffers are sent or copied before the next call can change them.
                     out.extend(frame_parts(result))
-                    self._write_framed(out, count + 1)
+                    self._write_framed(out, count + 1, pieces=True)
                     out, count = [], 0
                     append = out.append
                     continue
@@ -297,14 +297,14 @@ class TcpConnection(asyncio.BufferedProtocol):
 
     def _write(self, reply: Reply) -> None:
         if isinstance(reply, tuple):
-            self._write_framed(frame_parts(reply), 1)
+            self._write_framed(frame_parts(reply), 1, pieces=True)
             return
         assert self._transport is not None
         self._transport.write(frame(reply))
         self._server.stats.replies += 1
         self._last_activity = self._loop.time()
 
-    def _write_framed(self, bufs: list[Part], count: int) -> None:
+    def _write_framed(self, bufs: list[Part], count: int, pieces: bool = False) -> None:
         """Write ``count`` replies already framed: [mark, reply, mark, head, data, ...].
 
         With asyncio's buffer empty, one writev straight to the socket; what it did not take
@@ -313,7 +313,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         assert self._transport is not None
         self._server.stats.replies += count
         self._last_activity = self._loop.time()
-        if not write_gathered(self._transport, self._fd, bufs):
+        if not write_gathered(self._transport, self._fd, bufs, pieces):
             self.abort()  # a reply's mapped data was truncated away: the client resends
 
     def _pause_reading(self) -> None:
