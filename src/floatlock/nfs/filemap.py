@@ -167,8 +167,9 @@ def _unmapped(fd: int, length: int) -> None:
 
 class FileWindow:
     """A read-only shared mapping of :data:`WINDOW` bytes (fewer at the end of the file) of a
-    file, with its own descriptor for :meth:`FileSlice.copy_tail`; both are released when the
-    window and every slice of it are gone.
+    file, with its own descriptor for :meth:`FileSlice.copy_tail` (Python's ``mmap`` keeps a
+    ``dup`` of its own too: two per window, 64 at most); all are released when the window and
+    every slice of it are gone.
 
     Raises OSError (ENOMEM) when :data:`MAX_MAPPED` would be exceeded, OSError from ``mmap``,
     and ValueError when the file is now shorter than ``size`` says."""
