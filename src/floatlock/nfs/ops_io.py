@@ -4,19 +4,17 @@ READ and WRITE use a cached descriptor per (handle, access mode), opened as the 
 (:mod:`floatlock.nfs.openfiles`); before each call the kernel checks the *caller's* read or
 write permission on the inode with ``faccessat2(AT_EACCESS)`` under the caller's fsuid, fsgid
 and groups (:func:`~floatlock.nfs.fsuid.may`: the check an open as the caller made before the
-cache).  Like Linux nfsd, the
-owner of a file may read and write it whatever its mode bits say (a client checks permission
-at open(2) time, then keeps writing to a file it created read-only, e.g. ``cp`` of a 0444
-file), and a file that may be executed may be read (a client must read a binary to execute
-it).
+cache).  Like Linux nfsd, the owner of a file may read and write it whatever its mode bits say
+(a client checks permission at open(2) time, then keeps writing to a file it created
+read-only, e.g. ``cp`` of a 0444 file), and a file that may be executed may be read (a client
+must read a binary to execute it).
 
 READ may run on the event loop (``inline_metadata``, service.py) when its descriptor is cached:
 the same admission and permission checks, then, over TCP, the data named in the file's
 mapping and copied by the kernel as the reply is sent (:mod:`floatlock.nfs.filemap`), or
 ``preadv2(RWF_NOWAIT)`` straight into the buffer the reply is sent from; data not all in the
-page cache goes to a worker.  Both read
-into buffers reused from call to call (:mod:`floatlock.nfs.readbuf`): a fresh 1 MiB buffer
-costs a ``memset`` as long as a copy.
+page cache goes to a worker.  Reads that copy use buffers reused from call to call
+(:mod:`floatlock.nfs.readbuf`): a fresh 1 MiB buffer costs a ``memset`` as long as a copy.
 
 Write stability (section 3.3.7): UNSTABLE writes go to the page cache; DATA_SYNC and
 FILE_SYNC are followed by fdatasync/fsync before the reply; COMMIT fsyncs.  The write verifier
