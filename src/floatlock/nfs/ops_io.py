@@ -173,9 +173,20 @@ def _mapped(req: Request, entry: OpenFile, count: int, offset: int, size: int) -
         return None
     got = entry.windows.slice(entry.fd, offset, count, size)
     if got is not None:
-        with contextlib.suppress(OSError):  # the access time a copy would have set (filemap)
-            os.preadv(entry.fd, (_ONE_BYTE,), offset, os.RWF_NOWAIT)
+        _touch(entry.fd, offset)
     return got
+
+
+def _touch(fd: int, offset: int) -> None:
+    """Read one byte at ``offset``, cached (``resident`` said so): the access time a copying
+    READ sets (filemap's module docstring).  Where ``RWF_NOWAIT`` is not supported (tmpfs) a
+    plain read of the cached byte."""
+    try:
+        os.preadv(fd, (_ONE_BYTE,), offset, os.RWF_NOWAIT)
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            with contextlib.suppress(OSError):
+                os.preadv(fd, (_ONE_BYTE,), offset)
 
 
 def read3(req: Request, a: ReadArgs) -> ReadRes:
