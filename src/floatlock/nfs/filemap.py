@@ -30,7 +30,9 @@ descriptor closed, :mod:`floatlock.nfs.openfiles`, and no reply using them).
 
 atime.  A copy from a mapping does not update the file's access time as ``read`` does, so a
 mapped READ also reads one byte of its range (``RWF_NOWAIT``, about 1 us): the same
-``touch_atime`` a copying READ makes, for whoever relies on access times on the server.
+``touch_atime`` a copying READ makes, for whoever relies on access times on the server.  Where
+that read fails (a filesystem without ``RWF_NOWAIT`` reads: tmpfs, network filesystems, whose
+reads the loop must not wait for) the READ is not mapped: it goes where it went before.
 
 Safety
 ------

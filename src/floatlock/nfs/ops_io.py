@@ -24,7 +24,6 @@ had not committed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -164,29 +163,21 @@ def _read_into(fd: int, count: int, offset: int, flags: int = 0) -> memoryview:
 
 def _mapped(req: Request, entry: OpenFile, count: int, offset: int, size: int) -> FileSlice | None:
     """The data as a slice of the file's mapping (:mod:`floatlock.nfs.filemap`), if this READ
-    may be sent from it: over TCP, big enough, within one window, all in the page cache, and
-    mapped bytes to spare (loop thread only)."""
+    may be sent from it: over TCP, big enough, within one window, all in the page cache, on a
+    filesystem that reads without waiting, and mapped bytes to spare (loop thread only)."""
     count = min(count, size - offset)
     if count < filemap.MIN_MAPPED or req.caller.transport != "tcp":
         return None
     if not filemap.resident(entry.fd, offset, count):
         return None
-    got = entry.windows.slice(entry.fd, offset, count, size)
-    if got is not None:
-        _touch(entry.fd, offset)
-    return got
-
-
-def _touch(fd: int, offset: int) -> None:
-    """Read one byte at ``offset``, cached (``resident`` said so): the access time a copying
-    READ sets (filemap's module docstring).  Where ``RWF_NOWAIT`` is not supported (tmpfs) a
-    plain read of the cached byte."""
     try:
-        os.preadv(fd, (_ONE_BYTE,), offset, os.RWF_NOWAIT)
-    except OSError as e:
-        if e.errno == errno.EOPNOTSUPP:
-            with contextlib.suppress(OSError):
-                os.preadv(fd, (_ONE_BYTE,), offset)
+        # One byte read as a copying READ would read it: the same access time (filemap), and
+        # only where RWF_NOWAIT works, where inline READs copied before (not tmpfs or a
+        # network filesystem, whose reads the loop must not wait for): copy there as before.
+        os.preadv(entry.fd, (_ONE_BYTE,), offset, os.RWF_NOWAIT)
+    except OSError:
+        return None
+    return entry.windows.slice(entry.fd, offset, count, size)
 
 
 def read3(req: Request, a: ReadArgs) -> ReadRes:
