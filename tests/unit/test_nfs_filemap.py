@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -358,3 +360,26 @@ def test_over_the_bound_a_busy_file_gives_up_its_oldest_window(
         assert third.copy_tail(0) == _content(4 * MiB)[2 * MiB : 2 * MiB + 4096]
     finally:
         os.close(fd)
+
+
+def test_the_sweeper_unmaps_an_idle_files_windows_outside_the_lock(tmp_path: Path) -> None:
+    """Unmapping a file's windows takes milliseconds: the sweeper does it after its sweep, not
+    with the cache's lock held (which READs on the loop take)."""
+    path = tmp_path / "f"
+    path.write_bytes(_content(MiB))
+    files = OpenFiles(idle_seconds=0.05)
+    seen: list[bool] = []
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        entry = files.add(b"fh", False, None, fd, (0, 0))  # type: ignore[arg-type]
+        part = entry.windows.slice(fd, 0, 4096, MiB)
+        assert part is not None
+        weakref.finalize(part._window, lambda: seen.append(files._lock.locked()))
+        del part
+        files.release(entry)
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert entry.closed and seen == [False]
+    finally:
+        files.close()

@@ -33,6 +33,7 @@ server* may see ETXTBSY in that window.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,10 @@ class OpenFiles(RefCountedLru[Key, OpenFile]):
         clock: Callable[[], float] = time.monotonic,
         sweeper: bool = True,
     ) -> None:
+        # Windows of entries the sweeper closed, unmapped after its sweep, outside the lock:
+        # unmapping a file's 128 MiB of mapped pages takes 1-2 ms, which the loop thread would
+        # spend waiting for the lock.
+        self._retired: list[FileWindows] = []
         super().__init__(
             max_open,
             idle_seconds,
@@ -100,10 +105,21 @@ class OpenFiles(RefCountedLru[Key, OpenFile]):
     def _key(self, entry: OpenFile) -> Key:
         return (entry.fh, entry.write)
 
-    @staticmethod
-    def _close(entry: OpenFile) -> None:  # type: ignore[override]
+    def _close(self, entry: OpenFile) -> None:  # type: ignore[override]
+        """With the lock held: close, and drop the READ mappings (the sweeper's for later)."""
         RefCountedLru._close(entry)
-        entry.windows.clear()
+        if len(entry.windows) and threading.current_thread() is self._thread:
+            self._retired.append(entry.windows)
+            entry.windows = FileWindows()
+        else:  # a REMOVE, RENAME or eviction: a deleted file's space is freed at once
+            entry.windows.clear()
+
+    def sweep(self, now: float | None = None) -> int:
+        dropped = super().sweep(now)
+        with self._lock:
+            retired, self._retired = self._retired, []
+        retired.clear()  # unmapped here (once no reply uses them), the lock not held
+        return dropped
 
     def get(self, fh: bytes, write: bool) -> OpenFile | None:
         """The cached entry for (fh, write), in use until ``release``; None on a miss."""
