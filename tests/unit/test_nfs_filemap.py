@@ -4,6 +4,7 @@ file's bytes, that nothing but the kernel reads it, and what a truncation under 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import time
@@ -383,3 +384,27 @@ def test_the_sweeper_unmaps_an_idle_files_windows_outside_the_lock(tmp_path: Pat
         assert entry.closed and seen == [False]
     finally:
         files.close()
+
+
+@needs_cachestat
+def test_without_nowait_reads_a_read_is_not_mapped_nor_waited_for(
+    state: tuple[Path, ServerState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem that refuses RWF_NOWAIT reads (tmpfs, network filesystems) gets no mapped
+    READ: the call goes to a worker, as a copying READ on the loop would."""
+    export, st = state
+    _nowait_reads(export)
+    fh = _cached(st, export / "f", _content(MiB))
+    plain = os.preadv
+
+    def no_nowait(fd: int, buffers: object, offset: int, flags: int = 0) -> int:
+        if flags & os.RWF_NOWAIT:
+            raise OSError(errno.EOPNOTSUPP, "no RWF_NOWAIT here")
+        return plain(fd, buffers, offset, flags)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ops_io.os, "preadv", no_nowait)
+    with pytest.raises(NotCached):
+        ops_io.read3(_req(st), ReadArgs(fh, 0, MiB))
+    entry = st.files.get(fh, False)
+    assert entry is not None and len(entry.windows) == 0  # nothing was mapped either
+    st.files.release(entry)
