@@ -12,7 +12,12 @@ leave none, was slower here (docs/benchmarks.md, second session).
 
 A window stays mapped while its descriptor is cached (:mod:`floatlock.nfs.openfiles`), so a
 file read again is sent without a page fault; a file read once faults its pages in as it goes
-(the kernel maps 16 pages per fault).
+(the kernel's fault-around maps up to 64 KiB per fault by default).
+
+The residency check is not free: ``resident`` of a 1 MiB range costs 8.4 us, of one page 1.6 us
+(``python -m timeit -s "from floatlock.nfs import filemap; import os; fd = os.open(PATH,
+os.O_RDONLY); os.pread(fd, 1 << 20, 0)" "filemap.resident(fd, 0, 1 << 20)"``, a cached file),
+against the 1 MiB copy it saves (``preadv`` of 1 MiB: 34 us here).
 
 When it is used
 ---------------
@@ -29,7 +34,7 @@ mapped at once, over all windows; past that, READs copy until windows are releas
 descriptor closed, :mod:`floatlock.nfs.openfiles`, and no reply using them).
 
 atime.  A copy from a mapping does not update the file's access time as ``read`` does, so a
-mapped READ also reads one byte of its range (``RWF_NOWAIT``, about 1 us): the same
+mapped READ also reads one byte of its range (``RWF_NOWAIT``, 0.69 us by ``timeit``): the same
 ``touch_atime`` a copying READ makes, for whoever relies on access times on the server.  Where
 that read fails (a filesystem without ``RWF_NOWAIT`` reads: tmpfs, network filesystems, whose
 reads the loop must not wait for) the READ is not mapped: it goes where it went before.
@@ -256,7 +261,7 @@ class FileWindows:
                 window = FileWindow(fd, offset, size)
             except (OSError, ValueError):
                 return None
-        except ValueError:
+        except ValueError:  # the file shrank since its fstat
             return None
         if len(windows) >= PER_FILE:
             del windows[next(iter(windows))]
