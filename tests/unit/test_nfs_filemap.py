@@ -15,19 +15,17 @@ from pathlib import Path
 import pytest
 
 from floatlock.nfs import filemap, ops_io
-from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
-from floatlock.nfs.exports import parse_exports
+from floatlock.nfs.context import Request, ServerState
 from floatlock.nfs.filemap import FileSlice, FileWindow, Truncated, resident
 from floatlock.nfs.openfiles import OpenFiles
 from floatlock.nfs.proto import Nfsstat3
 from floatlock.nfs.proto_args import ReadArgs
 from floatlock.nfs.proto_res_io import ReadRes
-from floatlock.nfs.resolver import NotCached, Resolver
-from floatlock.rpc.message import AuthSys
+from floatlock.nfs.resolver import NotCached
 from floatlock.xdr import Decoder
+from tests.unit.nfsstate import handle_of, nfs_state, request
 
 MiB = 1 << 20
-ROOT = AuthSys(0, "client", 0, 0, ())
 
 needs_cachestat = pytest.mark.skipif(
     not filemap.available, reason="no cachestat(2) on this machine"
@@ -73,29 +71,15 @@ def state(tmp_path: Path) -> Iterator[tuple[Path, ServerState]]:
         pytest.skip("needs root (open_by_handle_at)")
     export = tmp_path / "export"
     export.mkdir()
-    exports = parse_exports(f"{export} *(rw,no_root_squash)")
-    resolver = Resolver(exports, KEY, sweeper=False)
-    files = OpenFiles(sweeper=False)
-    try:
-        yield export, ServerState(resolver, ExportAccess(resolve_names=False), b"v" * 8, files)
-    finally:
-        files.close()
-        resolver.close()
-
-
-KEY = b"k" * 32
+    with nfs_state(export) as st:
+        yield export, st
 
 
 def _req(st: ServerState, transport: str = "tcp", *, inline: bool = True) -> Request:
-    return Request(st, Caller(ROOT, "127.0.0.1", 700, transport), cached_only=inline)
+    return request(st, transport=transport, inline=inline)
 
 
-def _fh(st: ServerState, path: Path) -> bytes:
-    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
-    try:
-        return st.resolver.handle_of(st.resolver.roots[0], fd)
-    finally:
-        os.close(fd)
+_fh = handle_of
 
 
 def _cached(st: ServerState, path: Path, data: bytes) -> bytes:

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from floatlock.nfs import ops_create, ops_io, ops_lookup
-from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
+from floatlock.nfs.context import ExportAccess, Request, ServerState
 from floatlock.nfs.exports import parse_exports
-from floatlock.nfs.openfiles import OpenFiles
 from floatlock.nfs.proto import CreateMode, DirOpArgs, Nfsstat3
 from floatlock.nfs.proto_args import CreateArgs, ReadArgs
 from floatlock.nfs.proto_attr import Sattr3
@@ -21,11 +20,10 @@ from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.resolver import NotCached, Resolver
 from floatlock.rpc.message import AuthSys
 from floatlock.xdr import Decoder
+from tests.unit.nfsstate import KEY, ROOT, handle_of, nfs_state, request
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (open_by_handle_at)")
 
-KEY = b"k" * 32
-ROOT = AuthSys(0, "client", 0, 0, ())
 USER = AuthSys(0, "client", 1000, 1000, ())
 
 
@@ -36,27 +34,15 @@ def state(tmp_path: Path) -> Iterator[tuple[Path, ServerState]]:
     (export / "f").write_bytes(b"12345")
     (export / "private").mkdir(mode=0o700)
     (export / "private" / "p").write_bytes(b"")
-    exports = parse_exports(f"{export} *(rw,no_root_squash)")
-    resolver = Resolver(exports, KEY, sweeper=False)
-    files = OpenFiles()
-    try:
-        yield export, ServerState(resolver, ExportAccess(resolve_names=False), b"v" * 8, files)
-    finally:
-        files.close()
-        resolver.close()
+    with nfs_state(export) as st:
+        yield export, st
 
 
 def _req(st: ServerState, auth: AuthSys = ROOT, *, inline: bool = True) -> Request:
-    return Request(st, Caller(auth, "127.0.0.1", 700, "tcp"), cached_only=inline)
+    return request(st, auth, inline=inline)
 
 
-def _fh(st: ServerState, path: Path) -> bytes:
-    root = st.resolver.roots[0]
-    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
-    try:
-        return st.resolver.handle_of(root, fd)
-    finally:
-        os.close(fd)
+_fh = handle_of
 
 
 def _cached_fh(st: ServerState, path: Path) -> bytes:
