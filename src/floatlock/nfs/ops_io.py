@@ -168,14 +168,15 @@ def _mapped(req: Request, entry: OpenFile, count: int, offset: int, size: int) -
     count = min(count, size - offset)
     if count < filemap.MIN_MAPPED or req.caller.transport != "tcp":
         return None
-    if not filemap.resident(entry.fd, offset, count):
-        return None
     try:
         # One byte read as a copying READ would read it: the same access time (filemap), and
         # only where RWF_NOWAIT works, where inline READs copied before (not tmpfs or a
         # network filesystem, whose reads the loop must not wait for): copy there as before.
+        # First, as it is the cheap test (0.69 us against cachestat's 8.4 for 1 MiB).
         os.preadv(entry.fd, (_ONE_BYTE,), offset, os.RWF_NOWAIT)
     except OSError:
+        return None
+    if not filemap.resident(entry.fd, offset, count):
         return None
     return entry.windows.slice(entry.fd, offset, count, size)
 
