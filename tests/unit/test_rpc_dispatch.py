@@ -17,6 +17,7 @@ from floatlock.rpc.message import (
     RpcError,
     encode_call,
     parse_reply,
+    success_header,
 )
 from floatlock.xdr import Decoder, Encoder, XdrError
 
@@ -304,3 +305,34 @@ def test_a_reply_nobody_waits_for_still_enters_the_cache_and_exits_go_through() 
 
     with pytest.raises(SystemExit):
         asyncio.run(main())
+
+
+def test_a_shortcut_answers_or_hands_the_call_to_its_procedure() -> None:
+    d = Dispatcher()
+    seen: list[int] = []
+
+    def shortcut(data: bytes, c: Call) -> bytes | None:
+        (arg,) = struct.unpack_from(">I", data, c.args)
+        if arg == 13:
+            raise RuntimeError("shortcut bug")
+        return success_header(c.xid) + u32(arg * 100) if arg % 2 else None
+
+    def handler(args: int, c: Call) -> int:
+        seen.append(args)
+        return args
+
+    d.register(PROG, 2, {1: Procedure("ECHO", handler, Decoder.u32, u32, shortcut=shortcut)})
+    # Answered by the shortcut: the handler never runs.
+    assert parse_reply(call(d, encode_call(1, PROG, 2, 1, u32(3))) or b"").body == u32(300)
+    assert seen == []
+    # None: the procedure runs as if the shortcut had not been tried.
+    assert parse_reply(call(d, encode_call(2, PROG, 2, 1, u32(4))) or b"").body == u32(4)
+    assert seen == [4]
+    # A failing shortcut is the server's error, as a failing handler is.
+    assert status_of(call(d, encode_call(3, PROG, 2, 1, u32(13)))) == AcceptStat.SYSTEM_ERR
+    assert d.stats.system_err == 1 and seen == [4]
+
+
+def test_a_shortcut_would_bypass_the_reply_cache() -> None:
+    with pytest.raises(ValueError, match="reply cache"):
+        Procedure("X", lambda a, c: None, idempotent=False, shortcut=lambda data, c: None)

@@ -23,7 +23,7 @@ from floatlock.nfs.errors import NfsError
 from floatlock.nfs.exports import Export, ExportOptions
 from floatlock.nfs.fsuid import acting_as
 from floatlock.nfs.openfiles import OpenFiles
-from floatlock.nfs.proto import Nfsstat3
+from floatlock.nfs.proto import NAME_MAX, Nfsstat3
 from floatlock.nfs.proto_attr import Fattr3, WccAttr
 from floatlock.nfs.resolver import Obj, Resolver
 from floatlock.rpc.message import AuthSys
@@ -150,13 +150,19 @@ class Request:
         """Context: the thread's filesystem identity is the caller's (fsuid.acting_as)."""
         ident = self.identity
         assert ident is not None, "open a handle first"
-        if ident.uid == 0 and ident.gid == 0 and _DAEMON_IS_ROOT:
-            return _UNCHANGED  # acting_as would change nothing (no_root_squash root)
-        return acting_as(ident)
+        return acting_for(ident)
 
     @property
     def max_io(self) -> int:
         return self.state.max_io(self.caller.transport)
+
+
+def acting_for(ident: Identity) -> contextlib.AbstractContextManager[None]:
+    """Context: the thread's filesystem identity is ``ident`` (fsuid.acting_as), or nothing
+    at all when that would change nothing (an unsquashed root caller)."""
+    if ident.uid == 0 and ident.gid == 0 and _DAEMON_IS_ROOT:
+        return _UNCHANGED
+    return acting_as(ident)
 
 
 def attr_of(obj: Obj) -> Fattr3:
@@ -185,7 +191,7 @@ def status_of(e: BaseException) -> Nfsstat3:
 
 def check_name(name: str, *, creating: bool = False) -> None:
     """Names must be one path component (RFC 1813 section 2.5 filename3)."""
-    if len(os.fsencode(name)) > 255:
+    if len(os.fsencode(name)) > NAME_MAX:
         raise NfsError(Nfsstat3.NAMETOOLONG)
     if not name or "/" in name or "\0" in name:
         raise NfsError(Nfsstat3.ACCES, f"bad name {name!r}")

@@ -23,6 +23,7 @@ NFS3_CREATEVERFSIZE = 8
 NFS3_WRITEVERFSIZE = 8
 MAX_NAME = 255  # filename3 is unbounded in XDR; we cap what we decode (PATHCONF name_max)
 MAX_PATH = 4096  # nfspath3: symlink targets
+NAME_MAX = 255  # the longest file name (Linux NAME_MAX); longer: NFS3ERR_NAMETOOLONG
 
 
 class Nfsstat3(IntEnum):

@@ -218,28 +218,39 @@ class Resolver:
 
         With ``cached_only``, a handle not in the cache raises :class:`NotCached` instead of
         being opened (the caller cannot afford ``open_by_handle_at`` now)."""
-        cache = self.cache
-        entry = cache.acquire(fh)
-        if entry is not None:
-            try:
-                st = os.fstat(entry.fd)
-                if (
-                    st.st_nlink > 0
-                    and st.st_ino == entry.inode[1]
-                    and st.st_dev == entry.inode[0]
-                    and (not entry.is_dir or self._still_inside(entry, st))
-                ):
-                    return Obj(entry.root, entry.fd, st, fh, cache, entry)
-            except OSError:
-                pass
-            except BaseException:
-                cache.release(entry)
-                raise
-            cache.discard(entry)  # removed, or moved out: resolve afresh (STALE)
-            cache.release(entry)
+        hit = self.cached(fh)
+        if hit is not None:
+            entry, st = hit
+            return Obj(entry.root, entry.fd, st, fh, self.cache, entry)
         if cached_only:
             raise NotCached
         return self._open_uncached(fh)
+
+    def cached(self, fh: bytes) -> tuple[CachedHandle, os.stat_result] | None:
+        """The cache's entry of ``fh``, re-validated (module docstring), in use until
+        ``cache.release(entry)``, and its fresh attributes; None when ``fh`` is not cached
+        or its entry no longer holds (dropped: the handle is resolved afresh, STALE)."""
+        cache = self.cache
+        entry = cache.acquire(fh)
+        if entry is None:
+            return None
+        try:
+            st = os.fstat(entry.fd)
+            if (
+                st.st_nlink > 0
+                and st.st_ino == entry.inode[1]
+                and st.st_dev == entry.inode[0]
+                and (not entry.is_dir or self._still_inside(entry, st))
+            ):
+                return entry, st
+        except OSError:
+            pass
+        except BaseException:
+            cache.release(entry)
+            raise
+        cache.discard(entry)  # removed, or moved out: resolve afresh (STALE)
+        cache.release(entry)
+        return None
 
     def _still_inside(self, entry: CachedHandle, st: os.stat_result) -> bool:
         root = entry.root

@@ -84,6 +84,7 @@ from floatlock.nfs.proto_mount import (
 )
 from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.resolver import NotCached, Resolver
+from floatlock.nfs.shortcuts import Shortcuts
 from floatlock.nfs.workers import Workers
 from floatlock.rpc.dispatch import Call, Dispatcher, EncodedParts, Procedure
 
@@ -143,6 +144,7 @@ class NfsServer:
         self.files = OpenFiles()
         self.state = ServerState(self.resolver, self.access, os.urandom(8), self.files)
         self.mounts = MountTable(self.resolver, self.access)
+        self.shortcuts = Shortcuts(self.resolver, self.access)
         self._pool = Workers(workers, "nfs")
         # 1 MiB READ/WRITE records must not page-fault fresh memory on every call.
         tune_for_large_buffers()
@@ -163,6 +165,7 @@ class NfsServer:
         decode: Callable[..., A],
         idem: bool = True,
         decode_at: Callable[[bytes, int], A] | None = None,
+        shortcut: Callable[[bytes, Call], bytes | None] | None = None,
     ) -> Procedure[A, R]:
         state, submit, caller = self.state, self._pool.submit, self._caller
 
@@ -181,15 +184,24 @@ class NfsServer:
             except NotCached:  # nothing was done yet: the worker does it all
                 return submit(fn, Request(state, c), args)
 
-        return Procedure(name, inline, decode, _encode, idem, decode_at)
+        return Procedure(name, inline, decode, _encode, idem, decode_at, shortcut=shortcut)
 
     def nfs_procedures(self) -> dict[int, Procedure[Any, Any]]:
-        p = self._nfs
+        p, fast = self._nfs, self.shortcuts
         return {
             # decode_at: the handle-only and LOOKUP arguments decode without a Decoder.
-            1: p("GETATTR", ops_attr.getattr3, FhArgs.decode, True, FhArgs.decode_at),
+            1: p(
+                "GETATTR", ops_attr.getattr3, FhArgs.decode, True, FhArgs.decode_at, fast.getattr3
+            ),
             2: p("SETATTR", ops_attr.setattr3, SetattrArgs.decode, False),
-            3: p("LOOKUP", ops_lookup.lookup3, DirOpArgs.decode, True, DirOpArgs.decode_at),
+            3: p(
+                "LOOKUP",
+                ops_lookup.lookup3,
+                DirOpArgs.decode,
+                True,
+                DirOpArgs.decode_at,
+                fast.lookup3,
+            ),
             4: p("ACCESS", ops_attr.access3, AccessArgs.decode),
             5: p("READLINK", ops_io.readlink3, FhArgs.decode, True, FhArgs.decode_at),
             6: p("READ", _read3, ReadArgs.decode),

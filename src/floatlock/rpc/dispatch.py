@@ -94,6 +94,12 @@ class Procedure(Generic[A, R]):
     the whole successful reply to the call with the given xid (``success_header`` followed by
     ``encode``'s bytes) in one go.
 
+    ``shortcut``: optional, tried before the arguments are decoded: the whole reply to the
+    common case of the call, straight from the message (``shortcut(data, call)``), or None,
+    and then the procedure runs as if it had not been tried.  Idempotent procedures only (a
+    shortcut's reply bypasses the reply cache); an exception in it is a SYSTEM_ERR as in a
+    handler.
+
     ``idempotent`` False sends the call through the duplicate request cache (rpc/drc.py).
     ``cache_on_streams`` False skips that cache for calls that came over a connection (TCP):
     for procedures whose re-execution answers as the first execution would have, given the
@@ -112,11 +118,14 @@ class Procedure(Generic[A, R]):
     decode_at: Callable[[bytes, int], A] | None = None
     encode_reply: Callable[[int, R], bytes] | None = None
     cache_on_streams: bool = True
+    shortcut: Callable[[bytes, Call], bytes | None] | None = None
     is_async: bool = field(init=False, default=False)
     calls: list[int] = field(init=False, default_factory=lambda: [0], compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", iscoroutinefunction(self.handler))
+        if self.shortcut is not None and not self.idempotent:
+            raise ValueError(f"{self.name}: a shortcut would bypass the reply cache")
 
 
 def _null_handler(_args: None, _call: Call) -> None:
@@ -274,6 +283,16 @@ class Dispatcher:
             stats.proc_unavail += 1
             return accepted_reply(xid, AcceptStat.PROC_UNAVAIL)
         proc.calls[0] += 1
+        shortcut = proc.shortcut
+        if shortcut is not None and type(data) is bytes:
+            try:
+                quick = shortcut(data, call)
+            except Exception:
+                stats.system_err += 1
+                log.exception("SYSTEM_ERR: %s shortcut failed for %r", proc.name, call)
+                return accepted_reply(xid, AcceptStat.SYSTEM_ERR)
+            if quick is not None:
+                return quick
 
         decode = proc.decode
         decode_at = proc.decode_at
