@@ -28,7 +28,7 @@ from floatlock.daemon import Daemon, Service, StartupError
 from floatlock.nfs.exports import Export, ExportsError, parse_exports
 from floatlock.nfs.fhandle import load_handle_key
 from floatlock.nfs.fsuid import IdentityError
-from floatlock.nfs.service import NfsServer
+from floatlock.nfs.service import NameEncodingError, NfsServer
 from floatlock.nlm.callbacks import NlmCallbacks
 from floatlock.nlm.grace import GraceClocks
 from floatlock.nlm.hosts import HostTable, MonitorHost, UnmonitorHost
@@ -103,7 +103,7 @@ def build_daemon(cfg: Config) -> Daemon:
             workers=cfg.nfs.workers,
             inline_metadata=cfg.nfs.inline_metadata,
         )
-    except (OSError, IdentityError) as err:
+    except (OSError, IdentityError, NameEncodingError) as err:
         raise StartupError(f"cannot serve the exports: {err}") from None
     nfs_service = Service("nfs", cfg.ports.nfs, nfs.register)
     daemon.add_service(nfs_service)

@@ -37,3 +37,30 @@ clients = "127.0.0.1(rw)"
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("floatlock: cannot create")
+
+
+def test_a_filesystem_encoding_that_would_change_names_is_a_one_line_error(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "floatlock.toml"
+    cfg.write_text(
+        f"""
+[server]
+state_dir = "{tmp_path / "state"}"
+[[export]]
+path = "{tmp_path / "export"}"
+clients = "127.0.0.1(rw)"
+"""
+    )
+    # The C locale, neither coerced to C.UTF-8 nor in UTF-8 mode: names would be ASCII.
+    env = {**os.environ, "PYTHONPATH": SRC, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-X", "utf8=0", "-m", "floatlock", "serve", "--config", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "start Python in UTF-8 mode" in proc.stderr

@@ -1,29 +1,40 @@
 """The GETATTR and LOOKUP shortcuts (nfs/shortcuts.py) against the general path.
 
-Every case runs the shortcut first, then the general path (the procedure's handler on the
-event loop, as the dispatcher runs it when the shortcut returns None).  Where the shortcut
-answers, its reply must be byte for byte the general path's; where it must not (every error
-but a negative LOOKUP, every handle not cached), it must return None, and the general path's
-answer is checked as well, so the case is one the general path handles.
+Every case runs the shortcut first, then the general path's operation (ops_attr.getattr3,
+ops_lookup.lookup3) as a worker runs it, which is what the dispatcher ends with when the
+shortcut returns None.  Where the shortcut answers, its reply must be byte for byte the general
+path's; where it must not (every error but a negative LOOKUP, every handle not cached), it must
+return None, and the general path's answer is checked as well, so each case is the one it
+claims to be.  After every call no cache entry may still be in use.  The last tests go through
+the real NfsServer and dispatcher with the shortcuts on and off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import struct
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from floatlock.address import ServerAddress
 from floatlock.nfs import ops_attr, ops_lookup
-from floatlock.nfs.context import Caller, Request, ServerState
+from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
+from floatlock.nfs.exports import parse_exports
+from floatlock.nfs.openfiles import OpenFiles
 from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, DirOpArgs, Nfsstat3
 from floatlock.nfs.proto_args import FhArgs
+from floatlock.nfs.resolver import Resolver
+from floatlock.nfs.service import NfsServer
 from floatlock.nfs.shortcuts import Shortcuts
+from floatlock.rpc.dispatch import Dispatcher, Procedure
 from floatlock.rpc.message import AuthSys, Call, encode_call, parse_call, success_header
 from floatlock.xdr import Encoder
-from tests.unit.nfsstate import ROOT, handle_of, nfs_state
+from tests.unit.nfsstate import KEY, ROOT, handle_of, nfs_state
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (open_by_handle_at)")
 
@@ -37,10 +48,16 @@ XID = 0x1234
 def export(tmp_path: Path) -> Path:
     export = tmp_path / "export"
     (export / "d").mkdir(parents=True)
+    (export / "d" / "e").write_bytes(b"")
     (export / "f").write_bytes(b"12345")
     (export / "private").mkdir(mode=0o700)
     (export / "private" / "p").write_bytes(b"")
+    (export / "own").mkdir(mode=0o700)
+    (export / "own" / "x").write_bytes(b"")
+    os.chown(export / "own", 1000, 1000)
     os.symlink("f", export / "link")
+    os.symlink("d", export / "dlink")
+    os.close(os.open(os.fsencode(export) + b"/\xff\xfe", os.O_CREAT | os.O_WRONLY))
     return export
 
 
@@ -48,33 +65,6 @@ def export(tmp_path: Path) -> Path:
 def state(export: Path) -> Iterator[ServerState]:
     with nfs_state(export, "rw,root_squash,secure") as st:
         yield st
-
-
-def _call(proc: int, args: bytes, auth: AuthSys | None, port: int) -> tuple[bytes, Call]:
-    data = encode_call(XID, NFS_PROGRAM, NFS_V3, proc, args, auth)
-    call = parse_call(data, ("127.0.0.1", port), transport="tcp")
-    call.auth = auth  # as the dispatcher sets it from the credential
-    return data, call
-
-
-def _general(st: ServerState, proc: int, args: bytes, auth: AuthSys | None, port: int) -> bytes:
-    """The general path's whole reply (as a worker gives it: a handle not cached is opened)."""
-    req = Request(st, Caller(auth, "127.0.0.1", port, "tcp"))
-    if proc == GETATTR:
-        res = ops_attr.getattr3(req, FhArgs(args_fh(args)))
-        return success_header(XID) + res.encode()
-    enc = Encoder()
-    fh = args_fh(args)
-    enc.opaque(fh, 64)
-    (n,) = struct.unpack_from(">I", args, 4 + len(fh) + (-len(fh) & 3))
-    name = args[8 + len(fh) + (-len(fh) & 3) :][:n]
-    lres = ops_lookup.lookup3(req, DirOpArgs(fh, name.decode("utf-8", "surrogateescape")))
-    return success_header(XID) + lres.encode()
-
-
-def args_fh(args: bytes) -> bytes:
-    (n,) = struct.unpack_from(">I", args)
-    return args[4 : 4 + n]
 
 
 def fh_args(fh: bytes) -> bytes:
@@ -90,17 +80,62 @@ def lookup_args(fh: bytes, name: bytes) -> bytes:
     return enc.getvalue()
 
 
+def _call(proc: int, args: bytes, auth: AuthSys | None, port: int) -> tuple[bytes, Call]:
+    data = encode_call(XID, NFS_PROGRAM, NFS_V3, proc, args, auth)
+    call = parse_call(data, ("127.0.0.1", port), transport="tcp")
+    call.auth = auth  # as the dispatcher sets it from the credential
+    return data, call
+
+
+def in_use(st: ServerState) -> list[bytes]:
+    return [e.fh for e in st.resolver.cache._entries.values() if e.users]
+
+
 def both(
-    st: ServerState, proc: int, args: bytes, auth: AuthSys | None = ROOT, port: int = 700
+    st: ServerState,
+    fh: bytes,
+    name: bytes | None = None,
+    auth: AuthSys | None = ROOT,
+    port: int = 700,
+    args: bytes | None = None,
 ) -> tuple[bytes | None, bytes]:
+    """(the shortcut's reply or None, the general path's reply) of GETATTR of ``fh`` or, with
+    ``name``, LOOKUP of ``name`` in ``fh`` (``args``: other argument bytes for the shortcut)."""
     shortcuts = Shortcuts(st.resolver, st.access)
-    data, call = _call(proc, args, auth, port)
-    fast = (shortcuts.getattr3 if proc == GETATTR else shortcuts.lookup3)(data, call)
-    return fast, _general(st, proc, args, auth, port)
+    if name is None:
+        data, call = _call(GETATTR, args or fh_args(fh), auth, port)
+        fast = shortcuts.getattr3(data, call)
+    else:
+        data, call = _call(LOOKUP, args or lookup_args(fh, name), auth, port)
+        fast = shortcuts.lookup3(data, call)
+    assert in_use(st) == []
+    req = Request(st, Caller(auth, "127.0.0.1", port, "tcp"))
+    if name is None:
+        general = ops_attr.getattr3(req, FhArgs(fh)).encode()
+    else:
+        text = name.decode("utf-8", "surrogateescape")
+        general = ops_lookup.lookup3(req, DirOpArgs(fh, text)).encode()
+    assert in_use(st) == []
+    return fast, success_header(XID) + general
 
 
 def status(reply: bytes) -> Nfsstat3:
     return Nfsstat3(struct.unpack_from(">I", reply, 24)[0])
+
+
+def agree(st: ServerState, fh: bytes, name: bytes | None = None, **kw: object) -> Nfsstat3:
+    """The shortcut answers, with the general path's very bytes; their status."""
+    fast, general = both(st, fh, name, **kw)  # type: ignore[arg-type]
+    assert fast is not None, (fh, name, kw)
+    assert fast == general
+    return status(general)
+
+
+def declines(st: ServerState, fh: bytes, name: bytes | None = None, **kw: object) -> Nfsstat3:
+    """The shortcut leaves the call to the general path; the general path's status."""
+    fast, general = both(st, fh, name, **kw)  # type: ignore[arg-type]
+    assert fast is None, (fh, name, kw)
+    return status(general)
 
 
 def cached(st: ServerState, path: Path) -> bytes:
@@ -109,16 +144,20 @@ def cached(st: ServerState, path: Path) -> bytes:
     return fh
 
 
+def looked_up(st: ServerState, d: bytes, name: bytes) -> None:
+    """``name`` in ``d`` looked up once as root (its file now cached, when root may)."""
+    both(st, d, name)
+
+
+# -- GETATTR -------------------------------------------------------------------------------
+
+
 def test_getattr_of_cached_handles_is_the_general_reply(state: ServerState, export: Path) -> None:
     for path in (export, export / "f", export / "d", export / "link", export / "private"):
-        fast, general = both(state, GETATTR, fh_args(cached(state, path)))
-        assert fast is not None, path
-        assert fast == general and status(general) == Nfsstat3.OK
-    # Any caller: GETATTR needs no identity.
-    fast, general = both(state, GETATTR, fh_args(cached(state, export / "f")), USER)
-    assert fast == general
-    fast, general = both(state, GETATTR, fh_args(cached(state, export / "f")), None)
-    assert fast == general
+        fh = cached(state, path)
+        # Any caller, even AUTH_NONE: GETATTR needs no identity.
+        for auth in (ROOT, USER, None):
+            assert agree(state, fh, auth=auth) == Nfsstat3.OK
 
 
 def test_getattr_leaves_every_other_case_to_the_general_path(
@@ -126,30 +165,58 @@ def test_getattr_leaves_every_other_case_to_the_general_path(
 ) -> None:
     # Not cached: the general path on the loop hands it to a worker, which opens it.
     fh = handle_of(state, export / "f")
-    fast, general = both(state, GETATTR, fh_args(fh))
-    assert fast is None and status(general) == Nfsstat3.OK
+    assert declines(state, fh) == Nfsstat3.OK
     assert fh in state.resolver.cache
+    assert agree(state, fh) == Nfsstat3.OK
     # The secure option: a request from an unprivileged port.
-    fast, general = both(state, GETATTR, fh_args(fh), port=1024)
-    assert fast is None and status(general) == Nfsstat3.PERM
-    # Removed since it was cached: STALE, and the entry leaves the cache.
-    os.unlink(export / "f")
-    data, call = _call(GETATTR, fh_args(fh), ROOT, 700)
-    assert Shortcuts(state.resolver, state.access).getattr3(data, call) is None
-    assert fh not in state.resolver.cache
+    assert declines(state, fh, port=1024) == Nfsstat3.PERM
     # Malformed arguments: GARBAGE_ARGS is the dispatcher's, from the general decoder.
-    for args in (fh_args(fh)[:-1], fh_args(fh) + b"\0\0\0\0", struct.pack(">I", 65) + bytes(68)):
+    for args in (fh_args(fh)[:-1], fh_args(fh) + bytes(4), struct.pack(">I", 65) + bytes(68)):
         data, call = _call(GETATTR, args, ROOT, 700)
         assert Shortcuts(state.resolver, state.access).getattr3(data, call) is None
+    # Removed since it was cached: STALE, and the entry leaves the cache.
+    os.unlink(export / "f")
+    assert declines(state, fh) == Nfsstat3.STALE
+    assert fh not in state.resolver.cache
 
 
-def test_getattr_for_a_client_the_export_refuses(export: Path) -> None:
-    with nfs_state(export, "rw,no_root_squash") as st:
-        st.access.options = lambda export, ip: None  # type: ignore[method-assign]
-        fh = cached(st, export / "f")
-        data, call = _call(GETATTR, fh_args(fh), ROOT, 700)
-        assert Shortcuts(st.resolver, st.access).getattr3(data, call) is None
-        assert status(_general(st, GETATTR, fh_args(fh), ROOT, 700)) == Nfsstat3.ACCES
+def test_getattr_of_a_directory_moved_out_or_removed(state: ServerState, export: Path) -> None:
+    d, private = cached(state, export / "d"), cached(state, export / "private")
+    os.rename(export / "d", export.parent / "outside")
+    assert declines(state, d) == Nfsstat3.STALE
+    assert declines(state, d, b"e") == Nfsstat3.STALE
+    os.remove(export / "private" / "p")
+    os.rmdir(export / "private")
+    assert declines(state, private) == Nfsstat3.STALE
+    assert declines(state, private, b"p") == Nfsstat3.STALE
+
+
+def _state(export: Path, clients: str) -> ServerState:
+    resolver = Resolver(parse_exports(f"{export} {clients}"), KEY, sweeper=False)
+    return ServerState(resolver, ExportAccess(resolve_names=False), b"v" * 8, OpenFiles())
+
+
+def test_the_client_list_decides_as_for_the_general_path(export: Path) -> None:
+    st = _state(export, "198.18.0.0/15(rw) 127.0.0.1(rw,insecure,no_root_squash)")
+    try:
+        root = cached(st, export)
+        looked_up(st, root, b"f")
+        assert agree(st, root, port=40000) == Nfsstat3.OK  # insecure: any port
+        assert agree(st, root, b"f", port=40000) == Nfsstat3.OK
+    finally:
+        st.resolver.close()
+        st.files.close()
+    st = _state(export, "198.18.0.0/15(rw,no_root_squash)")
+    try:
+        root = cached(st, export)
+        assert declines(st, root) == Nfsstat3.ACCES
+        assert declines(st, root, b"nope") == Nfsstat3.ACCES
+    finally:
+        st.resolver.close()
+        st.files.close()
+
+
+# -- LOOKUP --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -158,69 +225,190 @@ def test_getattr_for_a_client_the_export_refuses(export: Path) -> None:
 def test_lookup_of_cached_names_is_the_general_reply(
     state: ServerState, export: Path, auth: AuthSys | None
 ) -> None:
-    root_fh = cached(state, export)
-    for name in (b"f", b"d", b"link", b"private"):
-        general = _general(state, LOOKUP, lookup_args(root_fh, name), auth, 700)
-        assert status(general) == Nfsstat3.OK  # the child is in the cache now
-        fast, general = both(state, LOOKUP, lookup_args(root_fh, name), auth)
-        assert fast is not None and fast == general, name
+    root = cached(state, export)
+    d = cached(state, export / "d")
+    for directory, name in ((root, b"f"), (root, b"d"), (root, b"link"), (root, b"private")):
+        looked_up(state, directory, name)
+        assert agree(state, directory, name, auth=auth) == Nfsstat3.OK
+    looked_up(state, d, b"e")
+    assert agree(state, d, b"e", auth=auth) == Nfsstat3.OK
+
+
+def test_lookup_of_odd_names(state: ServerState, export: Path) -> None:
+    root = cached(state, export)
+    # Not UTF-8: the bytes as sent, found as the general path finds them.
+    looked_up(state, root, b"\xff\xfe")
+    assert agree(state, root, b"\xff\xfe") == Nfsstat3.OK
+    # A symbolic link to a directory is not a directory to look up in (no following).
+    dlink = cached(state, export / "dlink")
+    assert declines(state, dlink, b"e") == Nfsstat3.NOTDIR
 
 
 def test_a_negative_lookup_is_the_general_reply(state: ServerState, export: Path) -> None:
-    root_fh = cached(state, export)
-    for name in (b"nope", "caf\u00e9".encode(), b"\xff\xfe"):
-        fast, general = both(state, LOOKUP, lookup_args(root_fh, name))
-        assert fast is not None and fast == general and status(general) == Nfsstat3.NOENT
+    root = cached(state, export)
+    for name in (b"nope", "caf\u00e9".encode(), b"\xff\xfd", b"x" * 255):
+        assert agree(state, root, name) == Nfsstat3.NOENT
 
 
 def test_lookup_as_the_caller(state: ServerState, export: Path) -> None:
     private = cached(state, export / "private")
-    _general(state, LOOKUP, lookup_args(private, b"p"), ROOT, 700)  # p is cached now
     # root is squashed to nobody, and so is the user: neither may search a 0700 directory.
-    for auth in (ROOT, USER):
-        fast, general = both(state, LOOKUP, lookup_args(private, b"p"), auth)
-        assert fast is None and status(general) == Nfsstat3.ACCES
-        fast, general = both(state, LOOKUP, lookup_args(private, b"nope"), auth)
-        assert fast is None and status(general) == Nfsstat3.ACCES
+    for auth in (ROOT, USER, None):
+        looked_up(state, private, b"p")
+        assert declines(state, private, b"p", auth=auth) == Nfsstat3.ACCES
+        assert declines(state, private, b"nope", auth=auth) == Nfsstat3.ACCES
     with nfs_state(export, "rw,no_root_squash") as st:
         private = cached(st, export / "private")
-        _general(st, LOOKUP, lookup_args(private, b"p"), ROOT, 700)
-        fast, general = both(st, LOOKUP, lookup_args(private, b"p"), ROOT)
-        assert fast is not None and fast == general and status(general) == Nfsstat3.OK
+        looked_up(st, private, b"p")
+        assert agree(st, private, b"p") == Nfsstat3.OK
+        assert declines(st, private, b"p", auth=None) == Nfsstat3.ACCES  # anonymous
+
+
+def test_lookup_as_the_squashed_identity(export: Path) -> None:
+    # all_squash: uid 1000, the owner, is nobody too.
+    with nfs_state(export, "rw,all_squash") as st:
+        own = cached(st, export / "own")
+        st.resolver.open_handle(cached(st, export / "own" / "x")).close()
+        for name in (b"x", b"nope"):
+            assert declines(st, own, name, auth=USER) == Nfsstat3.ACCES
+    # anonuid: squashed root and anonymous callers become the owner, who may search.
+    with nfs_state(export, "rw,root_squash,anonuid=1000,anongid=1000") as st:
+        own = cached(st, export / "own")
+        st.resolver.open_handle(cached(st, export / "own" / "x")).close()
+        for auth in (ROOT, None, USER):
+            assert agree(st, own, b"x", auth=auth) == Nfsstat3.OK
+            assert agree(st, own, b"nope", auth=auth) == Nfsstat3.NOENT
 
 
 def test_lookup_leaves_every_other_case_to_the_general_path(
     state: ServerState, export: Path
 ) -> None:
-    root_fh = cached(state, export)
+    # The directory is not cached (the general path opens it).
+    assert declines(state, handle_of(state, export / "d"), b"nope") == Nfsstat3.NOENT
+    root = cached(state, export)
     expected = {
         b"f": Nfsstat3.OK,  # not cached yet: the general path opens and caches it
         b".": Nfsstat3.OK,
         b"..": Nfsstat3.OK,  # the export root's parent is the root itself
         b"": Nfsstat3.ACCES,
         b"a/b": Nfsstat3.ACCES,
+        b"f/": Nfsstat3.ACCES,
         b"a\0b": Nfsstat3.ACCES,
         b"x" * 256: Nfsstat3.NAMETOOLONG,
-        b"f/": Nfsstat3.ACCES,
+        "\u00e9".encode() * 128: Nfsstat3.NAMETOOLONG,
     }
     for name, want in expected.items():
-        fast, general = both(state, LOOKUP, lookup_args(root_fh, name))
-        assert fast is None and status(general) == want, name
+        assert declines(state, root, name) == want, name
     # ".." of a subdirectory is the cached export root, and still the general path's.
-    fast, general = both(state, LOOKUP, lookup_args(cached(state, export / "d"), b".."))
-    assert fast is None and status(general) == Nfsstat3.OK
-    # A name of 255 bytes is legal: a negative lookup the shortcut answers.
-    fast, general = both(state, LOOKUP, lookup_args(root_fh, b"x" * 255))
-    assert fast == general and status(general) == Nfsstat3.NOENT
+    assert declines(state, cached(state, export / "d"), b"..") == Nfsstat3.OK
     # The "directory" is a file.
-    f = cached(state, export / "f")
-    fast, general = both(state, LOOKUP, lookup_args(f, b"x"))
-    assert fast is None and status(general) == Nfsstat3.NOTDIR
+    assert declines(state, cached(state, export / "f"), b"x") == Nfsstat3.NOTDIR
     # From an unprivileged port.
-    fast, general = both(state, LOOKUP, lookup_args(root_fh, b"f"), port=2049)
-    assert fast is None and status(general) == Nfsstat3.PERM
+    assert declines(state, root, b"f", port=2049) == Nfsstat3.PERM
     # Malformed arguments.
-    args = lookup_args(root_fh, b"f")
-    for bad in (args[:-1], args + b"\0\0\0\0"):
+    args = lookup_args(root, b"f")
+    for bad in (args[:-1], args + bytes(4)):
         data, call = _call(LOOKUP, bad, ROOT, 700)
         assert Shortcuts(state.resolver, state.access).lookup3(data, call) is None
+
+
+def test_lookup_does_not_cross_a_mount_point(state: ServerState, export: Path) -> None:
+    (export / "mnt").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(export / "mnt")], check=True)
+    try:
+        root = cached(state, export)
+        for _ in range(2):
+            assert declines(state, root, b"mnt") == Nfsstat3.ACCES
+    finally:
+        subprocess.run(["umount", str(export / "mnt")], check=True)
+
+
+# -- through the server and the dispatcher -------------------------------------------------
+
+
+def _counted(
+    shortcut: Callable[[bytes, Call], bytes | None], hits: list[int]
+) -> Callable[..., bytes | None]:
+    def counting(data: bytes, call: Call) -> bytes | None:
+        reply = shortcut(data, call)
+        hits.append(reply is not None)
+        return reply
+
+    return counting
+
+
+def test_the_server_answers_the_same_with_and_without_shortcuts(export: Path) -> None:
+    """The real NfsServer's procedures in two dispatchers, one without shortcuts: the same
+    reply to every call and the same statistics."""
+    srv = NfsServer(
+        parse_exports(f"{export} *(rw,root_squash,anonuid=1000,anongid=1000)"),
+        KEY,
+        resolve_names=False,
+        workers=1,
+    )
+    hits: list[int] = []
+    on, off = Dispatcher(), Dispatcher()
+    procs = srv.nfs_procedures()
+    on.register(
+        NFS_PROGRAM,
+        NFS_V3,
+        {
+            k: dataclasses.replace(p, shortcut=_counted(p.shortcut, hits)) if p.shortcut else p
+            for k, p in procs.items()
+        },
+    )
+    off.register(
+        NFS_PROGRAM, NFS_V3, {k: dataclasses.replace(p, shortcut=None) for k, p in procs.items()}
+    )
+    server = ServerAddress("127.0.0.1")
+
+    async def reply(d: Dispatcher, data: bytes, port: int) -> object:
+        r = d.dispatch(data, ("127.0.0.1", port), server, "tcp")
+        return r if r is None or isinstance(r, bytes | tuple) else await r
+
+    async def main() -> None:
+        root = handle_of(srv.state, export)
+        own = handle_of(srv.state, export / "own")
+        cases = [
+            fh_args(root),
+            fh_args(own),
+            lookup_args(root, b"own"),
+            lookup_args(own, b"x"),
+            lookup_args(own, b"nope"),
+            lookup_args(root, b"f"),
+            lookup_args(root, b".."),
+            lookup_args(root, b"f") + bytes(4),
+        ]
+        for _ in range(3):
+            for auth in (ROOT, USER, None):
+                for port in (700, 4000):
+                    for args in cases:
+                        proc = GETATTR if len(args) == len(fh_args(root)) else LOOKUP
+                        data = encode_call(7, NFS_PROGRAM, NFS_V3, proc, args, auth)
+                        assert await reply(off, data, port) == await reply(on, data, port)
+
+    try:
+        asyncio.run(main())
+    finally:
+        srv.close()
+    assert on.stats.as_dict() == off.stats.as_dict()
+    assert sum(hits) > len(hits) // 4  # the shortcuts did answer much of it
+    assert [e for e in srv.resolver.cache._entries.values() if e.users] == []
+
+
+def test_no_shortcut_without_inline_metadata(export: Path) -> None:
+    for inline in (True, False):
+        srv = NfsServer(
+            parse_exports(f"{export} *(rw)"),
+            KEY,
+            resolve_names=False,
+            workers=1,
+            inline_metadata=inline,
+        )
+        try:
+            procs = srv.nfs_procedures()
+            shortcuts = {procs[p].name for p in procs if procs[p].shortcut is not None}
+            assert shortcuts == ({"GETATTR", "LOOKUP"} if inline else set())
+            assert all(isinstance(p, Procedure) for p in procs.values())
+        finally:
+            srv.close()

@@ -328,9 +328,13 @@ def test_a_shortcut_answers_or_hands_the_call_to_its_procedure() -> None:
     # None: the procedure runs as if the shortcut had not been tried.
     assert parse_reply(call(d, encode_call(2, PROG, 2, 1, u32(4))) or b"").body == u32(4)
     assert seen == [4]
+    # A message that is not bytes (a view) is the procedure's: shortcuts slice bytes.
+    view = memoryview(encode_call(4, PROG, 2, 1, u32(5)))
+    assert parse_reply(call(d, view) or b"").body == u32(5)  # type: ignore[arg-type]
+    assert seen == [4, 5]
     # A failing shortcut is the server's error, as a failing handler is.
     assert status_of(call(d, encode_call(3, PROG, 2, 1, u32(13)))) == AcceptStat.SYSTEM_ERR
-    assert d.stats.system_err == 1 and seen == [4]
+    assert d.stats.system_err == 1 and seen == [4, 5]
 
 
 def test_a_shortcut_would_bypass_the_reply_cache() -> None:

@@ -21,9 +21,10 @@ NFS3_FHSIZE = 64  # RFC 1813 section 2.4: the largest nfs_fh3
 NFS3_COOKIEVERFSIZE = 8
 NFS3_CREATEVERFSIZE = 8
 NFS3_WRITEVERFSIZE = 8
-MAX_NAME = 255  # filename3 is unbounded in XDR; we cap what we decode (PATHCONF name_max)
 MAX_PATH = 4096  # nfspath3: symlink targets
-NAME_MAX = 255  # the longest file name (Linux NAME_MAX); longer: NFS3ERR_NAMETOOLONG
+# filename3 is unbounded in XDR: names are decoded up to MAX_PATH, and one longer than this
+# (Linux NAME_MAX) gets NFS3ERR_NAMETOOLONG.
+NAME_MAX = 255
 
 
 class Nfsstat3(IntEnum):

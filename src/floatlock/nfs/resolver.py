@@ -229,7 +229,8 @@ class Resolver:
     def cached(self, fh: bytes) -> tuple[CachedHandle, os.stat_result] | None:
         """The cache's entry of ``fh``, re-validated (module docstring), in use until
         ``cache.release(entry)``, and its fresh attributes; None when ``fh`` is not cached
-        or its entry no longer holds (dropped: the handle is resolved afresh, STALE)."""
+        or its entry no longer holds (then dropped from the cache: the caller may resolve the
+        handle afresh, which :meth:`open_handle` does, usually to STALE)."""
         cache = self.cache
         entry = cache.acquire(fh)
         if entry is None:

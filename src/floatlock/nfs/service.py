@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -112,6 +113,15 @@ def _read3(req: Request, a: ReadArgs) -> ReadRes | EncodedParts:
     return res
 
 
+#: What the wire's names decode with (``Decoder.string``, ``DirOpArgs.decode_at``: UTF-8 with
+#: surrogateescape, which round-trips any bytes) must be what the os module encodes them with.
+_NAME_ENCODING = ("utf-8", "surrogateescape")
+
+
+class NameEncodingError(ValueError):
+    """Python's filesystem encoding would not give back the bytes a client sent as a name."""
+
+
 class NfsServer:
     """NFSv3 and MOUNT v3 over local directories.
 
@@ -133,6 +143,13 @@ class NfsServer:
         resolve_names: bool = True,
         inline_metadata: bool = DEFAULT_INLINE_METADATA,
     ) -> None:
+        if (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()) != _NAME_ENCODING:
+            # Names travel as bytes; str paths are encoded with Python's filesystem encoding,
+            # so any other would look up other names than the ones the client sent.
+            raise NameEncodingError(
+                f"file names would be encoded as {sys.getfilesystemencoding()}, not as the"
+                " bytes clients send: start Python in UTF-8 mode (PYTHONUTF8=1 or -X utf8)"
+            )
         if not fsuid.FACCESSAT2:
             raise fsuid.IdentityError(
                 "the kernel does not answer faccessat2 (Linux 5.8 or later, not refused by a"

@@ -8,19 +8,20 @@ A shortcut does the same work on the same shared pieces
 (:meth:`Resolver.cached <floatlock.nfs.resolver.Resolver.cached>`'s validation,
 :class:`~floatlock.nfs.context.ExportAccess`'s decision, :meth:`Fattr3.wire
 <floatlock.nfs.proto_attr.Fattr3.wire>`) without the objects in between: a GETATTR through
-the dispatcher costs 5.1 us instead of 8.1, a LOOKUP as a squashed caller 22.7 instead of 27.2
-(``python -m bench.nfs_dispatch``; more figures, with their commands, in
+the dispatcher costs 5.1-5.2 us instead of 8.1, a LOOKUP as a squashed caller 22.6-22.9
+instead of 27.2 (``python -m bench.nfs_dispatch``; more figures, with their commands, in
 ``docs/benchmarks.md``).
 
-The rule that keeps it honest: a shortcut answers only the plain success of a call whose
-handle is in the cache (and LOOKUP's NFS3ERR_NOENT), and returns None for everything else -- a
-handle not cached, one that no longer validates (dropped from the cache, as the general path
-drops it), a client the export refuses, anything to log or to count -- and the general path
-then does the whole call again, as if the shortcut had not been tried.  So every
-error, log line and refusal comes from one place, and a shortcut's reply is byte for byte the
-general path's (``tests/unit/test_nfs_shortcuts.py`` compares the two on every case).
-Shortcuts run only where the general path would answer on the event loop
-(``inline_metadata``), and only for idempotent procedures: they bypass the reply cache.
+The rule that keeps it honest: a shortcut answers only the plain success of a call whose handle
+is in the cache (and LOOKUP's NFS3ERR_NOENT), and returns None for everything else -- a handle
+not cached, one that no longer validates, a client the export refuses, anything to log or to
+count -- and the general path then does the whole call again, as if the shortcut had not been
+tried. So every error, log line and refusal comes from the general path (the validation both
+share may drop a cache entry, and log a directory moved out of the export, once, as the general
+path alone would), and a shortcut's reply is byte for byte the general path's
+(``tests/unit/test_nfs_shortcuts.py`` compares the two on every case). Shortcuts run only where
+the general path would answer on the event loop (``inline_metadata``), and only for idempotent
+procedures: they bypass the reply cache.
 """
 
 from __future__ import annotations
@@ -106,14 +107,17 @@ class Shortcuts:
             or b"/" in name
             or b"\0" in name
         ):
-            return None  # refused, or the export root's own "." and "..": the general path
+            # The general path's: refused names, and "." and ".." (the export root's ".." is
+            # the root itself).  (A kernel would refuse a name over NAME_MAX too, but not
+            # every filesystem need.)
+            return None
         hit = self._resolver.cached(fh)
         if hit is None:
             return None
         entry, dst = hit
         try:
             if not S_ISDIR(dst.st_mode):
-                return None
+                return None  # NOTDIR (a backstop: the stat below would fail with ENOTDIR)
             root = entry.root
             export = root.export
             client = call.client
@@ -125,18 +129,16 @@ class Shortcuts:
                 with acting_for(squash(call.auth, opts.squash, opts.anonuid, opts.anongid)):
                     st = os.stat(name, dir_fd=entry.fd, follow_symlinks=False)
             except FileNotFoundError:
-                # As the general path: the status, then the directory's post_op_attr afresh.
-                try:
-                    dst = os.fstat(entry.fd)
-                except OSError:
-                    return None
+                # The status, then the directory's post_op_attr: those of the validation just
+                # made (the general path takes them afresh, a microsecond later: either is
+                # post-op, and the same unless the directory changed meanwhile).
                 return _LOOKUP_NOENT.pack(call.xid, 1, 0, 0, 0, 0, Nfsstat3.NOENT, 1) + (
                     Fattr3.from_stat(dst, fsid).wire()
                 )
             except OSError:
                 return None
             if st.st_dev != root.dev:
-                return None
+                return None  # a mount point: ACCES (a backstop: no entry of it is under root)
             child = self._cache.acquire_inode(root, st.st_dev, st.st_ino)
             if child is None:
                 return None
