@@ -14,53 +14,46 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def test_an_export_that_cannot_be_made_is_a_one_line_error(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("not a directory")
+def refused(tmp_path: Path, export: Path, python: tuple[str, ...] = (), **env: str) -> str:
+    """``floatlock serve`` of ``export`` (on loopback, ports chosen by the kernel, no
+    portmapper) must exit 2 with one line: that line."""
     cfg = tmp_path / "floatlock.toml"
     cfg.write_text(
         f"""
-# The export fails before anything is bound: no ports or portmapper to configure.
+ports = {{ nfs = 0, mount = 0, nlm = 0, statd = 0 }}
+portmap = {{ mode = "off" }}
 [server]
+listen = ["127.0.0.1"]
 state_dir = "{tmp_path / "state"}"
 [[export]]
-path = "{tmp_path / "file" / "export"}"
+path = "{export}"
 clients = "127.0.0.1(rw)"
 """
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "floatlock", "serve", "--config", str(cfg)],
-        env={**os.environ, "PYTHONPATH": SRC},
+        [sys.executable, *python, "-m", "floatlock", "serve", "--config", str(cfg)],
+        env={**os.environ, "PYTHONPATH": SRC, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("floatlock: cannot create")
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    return proc.stderr
+
+
+def test_an_export_that_cannot_be_made_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    err = refused(tmp_path, tmp_path / "file" / "export")
+    assert err.startswith("floatlock: cannot create")
 
 
 def test_a_filesystem_encoding_that_would_change_names_is_a_one_line_error(
     tmp_path: Path,
 ) -> None:
-    cfg = tmp_path / "floatlock.toml"
-    cfg.write_text(
-        f"""
-[server]
-state_dir = "{tmp_path / "state"}"
-[[export]]
-path = "{tmp_path / "export"}"
-clients = "127.0.0.1(rw)"
-"""
-    )
     # The C locale, neither coerced to C.UTF-8 nor in UTF-8 mode: names would be ASCII.
-    env = {**os.environ, "PYTHONPATH": SRC, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-X", "utf8=0", "-m", "floatlock", "serve", "--config", str(cfg)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    err = refused(
+        tmp_path, tmp_path / "export", ("-X", "utf8=0"), LC_ALL="C", PYTHONCOERCECLOCALE="0"
     )
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "start Python in UTF-8 mode" in proc.stderr
+    assert "start Python in UTF-8 mode" in err
