@@ -71,6 +71,7 @@ class NfsProc(IntEnum):
     NULL = 0
     GETATTR = 1
     LOOKUP = 3
+    ACCESS = 4
     READ = 6
     WRITE = 7
     CREATE = 8
@@ -118,6 +119,14 @@ def fh_args(fh: bytes) -> bytes:
     """GETATTR3args (and any argument that is just an nfs_fh3)."""
     enc = Encoder()
     enc.opaque(fh, FHSIZE3)
+    return enc.getvalue()
+
+
+def access_args(fh: bytes, access: int) -> bytes:
+    """ACCESS3args: the handle and the ACCESS3 bits asked about."""
+    enc = Encoder()
+    enc.opaque(fh, FHSIZE3)
+    enc.u32(access)
     return enc.getvalue()
 
 

@@ -2,8 +2,8 @@
 
 Builds the real daemon (:func:`bench.inproc.inproc_daemon`) on a temporary export with 32 files
 and hands the dispatcher the GETATTR, LOOKUP and CREATE (UNCHECKED, of a name that exists)
-call messages ``bench.nfs_io`` sends, and a 4 KiB UNSTABLE WRITE (a worker's call), each with a
-fresh xid, as if they had come over TCP.
+call messages ``bench.nfs_io`` sends, an ACCESS of every bit, and a 4 KiB UNSTABLE WRITE (a
+worker's call), each with a fresh xid, as if they had come over TCP.
 Prints, per procedure, the CPU per call (``time.process_time``) of the best of 10 chunks of
 5,000 calls: what one call costs before any transport, the part of a 1-in-flight round trip
 that is Python's.  A call that leaves the loop thread (a worker) is run as the transports run
@@ -31,6 +31,7 @@ async def us_per_call() -> dict[str, float]:
     from bench.nfs_client import (
         NfsProc,
         StableHow,
+        access_args,
         create_args,
         default_cred,
         fh_args,
@@ -61,6 +62,8 @@ async def us_per_call() -> dict[str, float]:
         cells = {
             "GETATTR": [call(NfsProc.GETATTR, fh_args(fh)) for fh in fhs],
             "LOOKUP": [call(NfsProc.LOOKUP, lookup_args(root_fh, n)) for n in names],
+            # Every ACCESS3 bit: three access checks (read, write, execute) as the caller.
+            "ACCESS": [call(NfsProc.ACCESS, access_args(fh, 0x3F)) for fh in fhs],
             "CREATE": [call(NfsProc.CREATE, create_args(root_fh, n)) for n in names],
             # A worker's call: the hop to the pool and back, and the reply cache.
             "WRITE 4KiB": [

@@ -1,12 +1,12 @@
-"""The GETATTR and LOOKUP shortcuts (nfs/shortcuts.py) against the general path.
+"""The GETATTR, LOOKUP and ACCESS shortcuts (nfs/shortcuts.py) against the general path.
 
 Every case runs the shortcut first, then the general path's operation (ops_attr.getattr3,
-ops_lookup.lookup3) as a worker runs it, which is what the dispatcher ends with when the
-shortcut returns None.  Where the shortcut answers, its reply must be byte for byte the general
-path's; where it must not (every error but a negative LOOKUP, every handle not cached), it must
-return None, and the general path's answer is checked as well, so each case is the one it
-claims to be.  After every call no cache entry may still be in use.  The last tests go through
-the real NfsServer and dispatcher with the shortcuts on and off.
+ops_lookup.lookup3, ops_attr.access3) as a worker runs it, which is what the dispatcher ends
+with when the shortcut returns None. Where the shortcut answers, its reply must be byte for
+byte the general path's; where it must not (every error but a negative LOOKUP, every handle not
+cached), it must return None, and the general path's answer is checked as well, so each case is
+the one it claims to be. After every call no cache entry may still be in use. The last tests go
+through the real NfsServer and dispatcher with the shortcuts on and off.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from floatlock.nfs.context import Caller, ExportAccess, Request, ServerState
 from floatlock.nfs.exports import parse_exports
 from floatlock.nfs.openfiles import OpenFiles
 from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, DirOpArgs, Nfsstat3
-from floatlock.nfs.proto_args import FhArgs
+from floatlock.nfs.proto_args import AccessArgs, FhArgs
 from floatlock.nfs.resolver import Resolver
 from floatlock.nfs.service import NfsServer
 from floatlock.nfs.shortcuts import Shortcuts
@@ -40,7 +40,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (open_by_h
 
 USER = AuthSys(0, "client", 1000, 1000, (1000,))
 NOBODY_IN = AuthSys(0, "client", 0xFFFFFFFF, 1000, ())  # an id no account has
-GETATTR, LOOKUP = 1, 3
+GETATTR, LOOKUP, ACCESS = 1, 3, 4
+EVERY_BIT = 0x3F  # READ, LOOKUP, MODIFY, EXTEND, DELETE, EXECUTE
 XID = 0x1234
 
 
@@ -98,11 +99,16 @@ def both(
     auth: AuthSys | None = ROOT,
     port: int = 700,
     args: bytes | None = None,
+    access: int | None = None,
 ) -> tuple[bytes | None, bytes]:
-    """(the shortcut's reply or None, the general path's reply) of GETATTR of ``fh`` or, with
-    ``name``, LOOKUP of ``name`` in ``fh`` (``args``: other argument bytes for the shortcut)."""
+    """(the shortcut's reply or None, the general path's reply) of GETATTR of ``fh``; with
+    ``name``, LOOKUP of ``name`` in ``fh``; with ``access``, ACCESS of those bits of ``fh``
+    (``args``: other argument bytes for the shortcut)."""
     shortcuts = Shortcuts(st.resolver, st.access)
-    if name is None:
+    if access is not None:
+        data, call = _call(ACCESS, args or fh_args(fh) + struct.pack(">I", access), auth, port)
+        fast = shortcuts.access3(data, call)
+    elif name is None:
         data, call = _call(GETATTR, args or fh_args(fh), auth, port)
         fast = shortcuts.getattr3(data, call)
     else:
@@ -110,7 +116,9 @@ def both(
         fast = shortcuts.lookup3(data, call)
     assert in_use(st) == []
     req = Request(st, Caller(auth, "127.0.0.1", port, "tcp"))
-    if name is None:
+    if access is not None:
+        general = ops_attr.access3(req, AccessArgs(fh, access)).encode()
+    elif name is None:
         general = ops_attr.getattr3(req, FhArgs(fh)).encode()
     else:
         text = name.decode("utf-8", "surrogateescape")
@@ -323,6 +331,58 @@ def test_lookup_does_not_cross_a_mount_point(state: ServerState, export: Path) -
         subprocess.run(["umount", str(export / "mnt")], check=True)
 
 
+# -- ACCESS --------------------------------------------------------------------------------
+
+
+def _access(st: ServerState, fh: bytes, bits: int, **kw: object) -> int:
+    """The shortcut's ACCESS answer, which must be the general path's: the bits granted."""
+    fast, general = both(st, fh, access=bits, **kw)  # type: ignore[arg-type]
+    assert fast is not None and fast == general and status(general) == Nfsstat3.OK
+    return int(struct.unpack_from(">I", general, len(general) - 4)[0])
+
+
+def test_access_is_the_general_reply(state: ServerState, export: Path) -> None:
+    os.chmod(export / "f", 0o640)
+    os.chown(export / "f", 1000, 2000)
+    paths = [export, export / "f", export / "d", export / "private", export / "own"]
+    for path in paths:
+        fh = cached(state, path)
+        for auth in (ROOT, USER, NOBODY_IN, None):
+            for bits in (EVERY_BIT, 0, 0x1, 0x2 | 0x4, 0x20, 0xFFFFFFFF):
+                _access(state, fh, bits, auth=auth)
+    f = cached(state, export / "f")
+    # The owner may read and write, not execute; root is squashed to nobody: nothing.
+    assert _access(state, f, EVERY_BIT, auth=USER) == 0x1 | 0x4 | 0x8
+    assert _access(state, f, EVERY_BIT, auth=ROOT) == 0
+    assert _access(state, cached(state, export / "own"), EVERY_BIT, auth=USER) == 0x1F
+
+
+def test_access_on_a_read_only_export_and_as_the_squashed_identity(export: Path) -> None:
+    with nfs_state(export, "ro,no_root_squash") as st:
+        d = cached(st, export / "d")
+        assert _access(st, d, EVERY_BIT) == 0x1 | 0x2  # no bit that writes
+    with nfs_state(export, "rw,all_squash,anonuid=1000,anongid=1000") as st:
+        own = cached(st, export / "own")
+        for auth in (ROOT, NOBODY_IN, None):
+            assert _access(st, own, EVERY_BIT, auth=auth) == 0x1F
+
+
+def test_access_leaves_every_other_case_to_the_general_path(
+    state: ServerState, export: Path
+) -> None:
+    fh = handle_of(state, export / "f")
+    fast, general = both(state, fh, access=EVERY_BIT)  # not cached
+    assert fast is None and status(general) == Nfsstat3.OK
+    fast, general = both(state, fh, access=EVERY_BIT, port=1024)  # insecure port
+    assert fast is None and status(general) == Nfsstat3.PERM
+    for bad in (fh_args(fh), fh_args(fh) + bytes(3), fh_args(fh) + bytes(8)):
+        data, call = _call(ACCESS, bad, ROOT, 700)
+        assert Shortcuts(state.resolver, state.access).access3(data, call) is None
+    os.unlink(export / "f")
+    fast, general = both(state, fh, access=EVERY_BIT)
+    assert fast is None and status(general) == Nfsstat3.STALE
+
+
 # -- through the server and the dispatcher -------------------------------------------------
 
 
@@ -369,21 +429,24 @@ def test_the_server_answers_the_same_with_and_without_shortcuts(export: Path) ->
     async def main() -> None:
         root = handle_of(srv.state, export)
         own = handle_of(srv.state, export / "own")
+        every = struct.pack(">I", EVERY_BIT)
         cases = [
-            fh_args(root),
-            fh_args(own),
-            lookup_args(root, b"own"),
-            lookup_args(own, b"x"),
-            lookup_args(own, b"nope"),
-            lookup_args(root, b"f"),
-            lookup_args(root, b".."),
-            lookup_args(root, b"f") + bytes(4),
+            (GETATTR, fh_args(root)),
+            (GETATTR, fh_args(own)),
+            (LOOKUP, lookup_args(root, b"own")),
+            (LOOKUP, lookup_args(own, b"x")),
+            (LOOKUP, lookup_args(own, b"nope")),
+            (LOOKUP, lookup_args(root, b"f")),
+            (LOOKUP, lookup_args(root, b"..")),
+            (LOOKUP, lookup_args(root, b"f") + bytes(4)),
+            (ACCESS, fh_args(root) + every),
+            (ACCESS, fh_args(own) + every),
+            (ACCESS, fh_args(own) + every + every),
         ]
         for _ in range(3):
             for auth in (ROOT, USER, None):
                 for port in (700, 4000):
-                    for args in cases:
-                        proc = GETATTR if len(args) == len(fh_args(root)) else LOOKUP
+                    for proc, args in cases:
                         data = encode_call(7, NFS_PROGRAM, NFS_V3, proc, args, auth)
                         assert await reply(off, data, port) == await reply(on, data, port)
 
@@ -408,7 +471,7 @@ def test_no_shortcut_without_inline_metadata(export: Path) -> None:
         try:
             procs = srv.nfs_procedures()
             shortcuts = {procs[p].name for p in procs if procs[p].shortcut is not None}
-            assert shortcuts == ({"GETATTR", "LOOKUP"} if inline else set())
+            assert shortcuts == ({"GETATTR", "LOOKUP", "ACCESS"} if inline else set())
             assert all(isinstance(p, Procedure) for p in procs.values())
         finally:
             srv.close()

@@ -219,7 +219,7 @@ class NfsServer:
                 DirOpArgs.decode_at,
                 fast.lookup3,
             ),
-            4: p("ACCESS", ops_attr.access3, AccessArgs.decode),
+            4: p("ACCESS", ops_attr.access3, AccessArgs.decode, True, None, fast.access3),
             5: p("READLINK", ops_io.readlink3, FhArgs.decode, True, FhArgs.decode_at),
             6: p("READ", _read3, ReadArgs.decode),
             # decode_at: the data stays a view of the record, not a 1 MiB copy.
