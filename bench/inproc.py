@@ -21,9 +21,12 @@ __all__ = ["inproc_daemon", "run_baseline"]
 
 
 @contextlib.asynccontextmanager
-async def inproc_daemon(prefix: str) -> AsyncIterator[tuple[Any, str]]:
+async def inproc_daemon(
+    prefix: str, options: str = "rw,insecure"
+) -> AsyncIterator[tuple[Any, str]]:
     """The started daemon and its export directory (no portmapper, no grace, every port 0,
-    the export open to 127.0.0.0/8 read-write from any port); stopped on exit."""
+    the export open to 127.0.0.0/8 with ``options``: read-write from any port, root
+    squashed, by default); stopped on exit."""
     from floatlock.config import parse_config
     from floatlock.server import build_daemon
 
@@ -46,7 +49,7 @@ mode = "off"
 grace_seconds = 0
 [[export]]
 path = "{tmp}/export"
-clients = "127.0.0.0/8(rw,insecure)"
+clients = "127.0.0.0/8({options})"
 """
         )
         daemon = build_daemon(cfg)

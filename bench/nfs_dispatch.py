@@ -10,7 +10,7 @@ that is Python's.  A call that leaves the loop thread (a worker) is run as the t
 it (``asyncio.ensure_future``) and awaited, and its CPU (both threads: process time) is
 counted.
 
-Usage: python -m bench.nfs_dispatch [--baseline DIR]
+Usage: python -m bench.nfs_dispatch [--baseline DIR] [--export-options OPTS]
 (``--baseline DIR``: the floatlock package of another revision, as in ``bench.nlm_dispatch``.)
 """
 
@@ -26,7 +26,7 @@ CHUNK = 5_000
 CHUNKS = 10
 
 
-async def us_per_call() -> dict[str, float]:
+async def us_per_call(options: str) -> dict[str, float]:
     from bench.inproc import inproc_daemon
     from bench.nfs_client import (
         NfsProc,
@@ -42,7 +42,7 @@ async def us_per_call() -> dict[str, float]:
     from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3
     from floatlock.rpc.message import encode_call, parse_reply
 
-    async with inproc_daemon("floatlock-nfsdispatch-") as (daemon, export):
+    async with inproc_daemon("floatlock-nfsdispatch-", options) as (daemon, export):
         resolver = daemon.components["nfs"].resolver
         root = resolver.roots[0]
         dir_fd = os.open(export, os.O_PATH)
@@ -99,14 +99,21 @@ async def us_per_call() -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--baseline", metavar="DIR", help="measure DIR/src's floatlock instead")
+    ap.add_argument(
+        "--export-options",
+        default="rw,insecure",
+        metavar="OPTS",
+        help="the export's exports(5) options (default rw,insecure: root squashed; "
+        "bench.nfs_io's export is rw,no_root_squash,insecure)",
+    )
     args = ap.parse_args()
     if args.baseline:
         from bench.inproc import run_baseline
 
-        return run_baseline(__file__, args.baseline)
-    res = asyncio.run(us_per_call())
+        return run_baseline(__file__, args.baseline, ["--export-options", args.export_options])
+    res = asyncio.run(us_per_call(args.export_options))
     print(
-        "NFS calls through the dispatcher (tcp): "
+        f"NFS calls through the dispatcher (tcp, {args.export_options}): "
         + ", ".join(f"{k} {v:.2f} us" for k, v in res.items())
     )
     return 0

@@ -53,7 +53,7 @@ not root-squashed either; rpcload's source ports are not privileged).  The two n
 port: Ganesha's are in its namespace.
 
 Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64] [--pin 0]`` as root
-(about 4.5 minutes with these defaults, 3 with ``--seconds 2``; the elapsed time is printed
+(about 5 minutes with these defaults, 4 with ``--seconds 2``; the elapsed time is printed
 at the end); ``--workers N`` and ``--inline true|false`` set floatlock's ``[nfs]`` table,
 ``--floatlock-only`` skips Ganesha (for sweeps of those settings).
 """
@@ -284,7 +284,8 @@ def _write_pass(file_mib: int, args: argparse.Namespace, s: Session, cpu: int | 
 
     def one_pass() -> None:
         for i in range(file_mib):
-            s.nfs.write(s.big, i * MiB, block, StableHow.UNSTABLE)
+            if s.nfs.write(s.big, i * MiB, block, StableHow.UNSTABLE) != MiB:
+                raise RuntimeError(f"{s.target.name}: short WRITE at {i} MiB")
         s.nfs.nfs.call(NFS_PROG, 3, NFSPROC3_COMMIT, read_args(s.big, 0, 0))
 
     rate = _passes(one_pass, file_mib, args)
@@ -391,7 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """floatlock vs NFS-Ganesha: 1 MiB READ/WRITE and GETATTR/LOOKUP/CREATE rates."""
     start = time.monotonic()
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per rpcload run")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        help="per run of a cell (rpcload, or the Python client's passes)",
+    )
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per cell and server (servers alternating)"
@@ -459,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pinning = f"1 in flight pinned to CPU {args.pin}" if pin is not None else "unpinned"
     order = "servers alternating, order swapped each time" if len(targets) > 1 else "floatlock"
     print(
-        f"file {args.file_mib} MiB, rpcload {args.seconds:g} s per run after {args.warmup:g} s"
+        f"file {args.file_mib} MiB, {args.seconds:g} s per run after {args.warmup:g} s"
         f" warm-up; {repeat} runs per cell and server, {order}; medians; {pinning}"
     )
     print(f"elapsed {time.monotonic() - start:.0f} s")

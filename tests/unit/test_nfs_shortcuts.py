@@ -383,6 +383,62 @@ def test_access_leaves_every_other_case_to_the_general_path(
     assert fast is None and status(general) == Nfsstat3.STALE
 
 
+def test_access_bits_by_mode(state: ServerState, export: Path) -> None:
+    """What the kernel grants "other" (uid 1000 is neither owner nor in the group), bit by
+    bit: pinned here, since the general path and the shortcut share granted_access."""
+    cases = {
+        ("file", 0o755): 0x1 | 0x20,  # READ, EXECUTE
+        ("file", 0o757): 0x1 | 0x4 | 0x8 | 0x20,  # never DELETE on a file
+        ("file", 0o700): 0,
+        ("dir", 0o733): 0x2 | 0x4 | 0x8 | 0x10,  # LOOKUP, MODIFY, EXTEND, DELETE; no READ
+        ("dir", 0o755): 0x1 | 0x2,  # never EXECUTE on a directory
+    }
+    for (kind, mode), want in cases.items():
+        path = export / f"{kind}{mode:o}"
+        if kind == "dir":
+            path.mkdir()
+        else:
+            path.write_bytes(b"")
+        os.chown(path, 0, 0)
+        os.chmod(path, mode)
+        fh = cached(state, path)
+        assert _access(state, fh, 0xFFFFFFFF, auth=USER) == want, (kind, oct(mode))
+        assert _access(state, fh, 0x1, auth=USER) == want & 0x1
+
+
+def test_access_of_other_handles(state: ServerState, export: Path) -> None:
+    # A symbolic link (its own handle): the general path's answer, whatever it is.
+    link = cached(state, export / "link")
+    for auth in (ROOT, USER, None):
+        _access(state, link, EVERY_BIT, auth=auth)
+    # Anonymous on a private directory: nothing.
+    assert _access(state, cached(state, export / "private"), EVERY_BIT, auth=None) == 0
+    # A directory moved out of the export since it was cached.
+    d = cached(state, export / "d")
+    os.rename(export / "d", export.parent / "outside")
+    fast, general = both(state, d, access=EVERY_BIT)
+    assert fast is None and status(general) == Nfsstat3.STALE
+
+
+def test_a_failing_export_decision_leaves_nothing_held(state: ServerState, export: Path) -> None:
+    fh = cached(state, export / "f")
+
+    def options(*_args: object) -> None:
+        raise RuntimeError("export decision failed")
+
+    state.access.options = options  # type: ignore[method-assign]
+    shortcuts = Shortcuts(state.resolver, state.access)
+    for proc, args, run in (
+        (GETATTR, fh_args(fh), shortcuts.getattr3),
+        (ACCESS, fh_args(fh) + struct.pack(">I", 1), shortcuts.access3),
+        (LOOKUP, lookup_args(cached(state, export), b"f"), shortcuts.lookup3),
+    ):
+        data, call = _call(proc, args, ROOT, 700)
+        with pytest.raises(RuntimeError):  # the dispatcher's SYSTEM_ERR
+            run(data, call)
+        assert in_use(state) == []
+
+
 # -- through the server and the dispatcher -------------------------------------------------
 
 
@@ -452,11 +508,12 @@ def test_the_server_answers_the_same_with_and_without_shortcuts(export: Path) ->
 
     try:
         asyncio.run(main())
+        # (Before close, which empties the cache.)
+        assert [e for e in srv.resolver.cache._entries.values() if e.users] == []
     finally:
         srv.close()
     assert on.stats.as_dict() == off.stats.as_dict()
     assert sum(hits) > len(hits) // 4  # the shortcuts did answer much of it
-    assert [e for e in srv.resolver.cache._entries.values() if e.users] == []
 
 
 def test_no_shortcut_without_inline_metadata(export: Path) -> None:

@@ -19,7 +19,8 @@ not cached, one that no longer validates, a client the export refuses, anything 
 count -- and the general path then does the whole call again, as if the shortcut had not been
 tried. So every error, log line and refusal comes from the general path (the validation both
 share may drop a cache entry, and log a directory moved out of the export, once, as the general
-path alone would), and a shortcut's reply is byte for byte the general path's
+path alone would; an exception in a shortcut, a bug, is a SYSTEM_ERR the dispatcher logs as
+the shortcut's), and a shortcut's reply is byte for byte the general path's
 (``tests/unit/test_nfs_shortcuts.py`` compares the two on every case). Shortcuts run only where
 the general path would answer on the event loop (``inline_metadata``), and only for idempotent
 procedures: they bypass the reply cache.
@@ -81,7 +82,11 @@ class Shortcuts:
             return None
         entry, st = hit
         client = call.client
-        opts = self._access.options(entry.root.export, str(client[0]))
+        try:
+            opts = self._access.options(entry.root.export, str(client[0]))
+        except BaseException:
+            self._release(entry)  # as Request.open does; the dispatcher answers SYSTEM_ERR
+            raise
         if opts is None or (opts.secure and client[1] >= 1024):
             self._release(entry)
             return None
