@@ -14,8 +14,9 @@ import pytest
 from floatlock.net.recordmark import RecordReader, frame
 from floatlock.net.tcp import TcpServer
 from floatlock.nfs.filemap import FileWindow
-from floatlock.rpc.dispatch import Call, Dispatcher, EncodedParts, Procedure
+from floatlock.rpc.dispatch import Call, Dispatcher, Procedure
 from floatlock.rpc.message import encode_call, parse_reply
+from floatlock.rpc.parts import EncodedParts
 from floatlock.xdr import Decoder, Encoder
 
 PROG, VERS = 0x20000F11, 1

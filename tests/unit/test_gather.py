@@ -1,5 +1,5 @@
 """net/gather.py's write_gathered: one writev, the unsent rest handed to the transport in order,
-and mapped READ data (rpc.dispatch.MappedData) never handed over as a view of the mapping."""
+and mapped READ data (rpc.parts.MappedData) never handed over as a view of the mapping."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from floatlock.net.gather import write_gathered
 from floatlock.nfs.filemap import FileWindow
-from floatlock.rpc.dispatch import MappedData, joined
+from floatlock.rpc.parts import MappedData, joined
 
 MiB = 1 << 20
 

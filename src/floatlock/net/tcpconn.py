@@ -27,7 +27,7 @@ from floatlock.net.recordmark import (
     frame,
     frame_parts,
 )
-from floatlock.rpc.dispatch import Part, Reply
+from floatlock.rpc.parts import Part, Reply
 
 if TYPE_CHECKING:
     from floatlock.net.tcp import TcpServer

@@ -65,7 +65,7 @@ import platform
 import threading
 import weakref
 
-from floatlock.rpc.dispatch import MappedData
+from floatlock.rpc.parts import MappedData
 
 __all__ = [
     "MAX_MAPPED",

@@ -19,7 +19,7 @@ from floatlock.nfs.proto_res import (
     encode_head,
     encode_wcc_head,
 )
-from floatlock.rpc.dispatch import MappedData, Part, joined
+from floatlock.rpc.parts import MappedData, Part, joined
 from floatlock.xdr import Decoder
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # XDR padding of opaque data, by length

@@ -5,7 +5,7 @@ Why
 A 1 MiB READ used to read into a fresh ``bytearray(count)``: Python zeroes it first (a 1 MiB
 ``memset`` per call, as much work as a copy), and the allocator hands back memory that may
 have to be faulted in again (:mod:`floatlock.nfs.malloc`).  Over TCP the reply's data is sent
-straight from that buffer (``rpc.dispatch.EncodedParts``, ``net.tcp``), so the buffer the
+straight from that buffer (``rpc.parts.EncodedParts``, ``net.tcp``), so the buffer the
 kernel reads the file into is the one it sends from, and it can be reused as soon as the reply
 has gone.
 

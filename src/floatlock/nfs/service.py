@@ -32,7 +32,7 @@ cluster-wide operation).  Default: on (``bench.nfs_io`` on 2 CPUs, 2 workers: GE
 LOOKUP at 32 in flight 12,600 -> 31,500, CREATE of an existing file 11,400 -> ~20,000, READ of 1
 MiB at 1 in flight 1,600 -> ~2,050 MiB/s).
 
-**READ over TCP** answers with the reply in pieces (``rpc.dispatch.EncodedParts``): the head,
+**READ over TCP** answers with the reply in pieces (``rpc.parts.EncodedParts``): the head,
 then the buffer the data was read into, or on the loop the data's place in the file's mapping
 (:mod:`floatlock.nfs.filemap`), written to the socket with one ``writev`` by the TCP
 transport; the data is never copied in user space.  Over UDP the reply is one datagram,
@@ -87,7 +87,8 @@ from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.resolver import NotCached, Resolver
 from floatlock.nfs.shortcuts import Shortcuts
 from floatlock.nfs.workers import Workers
-from floatlock.rpc.dispatch import Call, Dispatcher, EncodedParts, Procedure
+from floatlock.rpc.dispatch import Call, Dispatcher, Procedure
+from floatlock.rpc.parts import EncodedParts
 
 log = logging.getLogger("floatlock.nfs")
 
