@@ -2,9 +2,10 @@
 
 ``FhArgs.decode_at`` / ``DirOpArgs.decode_at`` (the dispatcher's no-Decoder path) must accept
 exactly what ``decode`` over a Decoder (plus ``done()``) accepts and decode it the same way,
-and refuse the rest with XdrError.  ``GetattrRes.encode`` / ``LookupRes.encode`` join cached
-attribute bytes; they must give the bytes an Encoder gives when it writes every field of the
-result one by one (built here independently of the codec's packed format).
+and refuse the rest with XdrError. ``GetattrRes.encode`` / ``LookupRes.encode`` /
+``AccessRes.encode`` join cached attribute bytes; they must give the bytes an Encoder gives
+when it writes every field of the result one by one (built here independently of the codec's
+packed format).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from floatlock.nfs.proto import MAX_PATH, NFS3_FHSIZE, DirOpArgs, Ftype3, Nfsstat3
 from floatlock.nfs.proto_args import FhArgs
 from floatlock.nfs.proto_attr import Fattr3, NfsTime
-from floatlock.nfs.proto_res import GetattrRes, LookupRes
+from floatlock.nfs.proto_res import AccessRes, GetattrRes, LookupRes
 from floatlock.xdr import Decoder, Encoder, XdrError
 
 
@@ -133,6 +134,11 @@ def test_result_fast_encoders_match_item_by_item(a: Fattr3, fh: bytes, d: Fattr3
         b"\0\0\0\0" + opaque(fh) + post_op(None) + post_op(d)
     )
     assert LookupRes(Nfsstat3.NOENT, d).encode() == struct.pack(">I", 2) + post_op(d)
+    bits = a.mode & 0x3F
+    assert AccessRes(Nfsstat3.OK, d, bits).encode() == b"\0\0\0\0" + post_op(d) + (
+        struct.pack(">I", bits)
+    )
+    assert AccessRes(Nfsstat3.STALE, d).encode() == struct.pack(">I", 70) + post_op(d)
 
 
 def test_lookup_res_refuses_an_oversize_handle() -> None:

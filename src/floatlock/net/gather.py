@@ -15,7 +15,7 @@ flow control (``pause_writing``) sees them as it sees any write.
 The caller's buffers are sent or copied by the time this returns: they may be reused then.
 
 Mapped READ data (:class:`~floatlock.rpc.parts.MappedData`) goes to ``writev`` as its
-``view``; what the socket did not take of it is handed on as :meth:`~floatlock.rpc.dispatch.
+``view``; what the socket did not take of it is handed on as :meth:`~floatlock.rpc.parts.
 MappedData.copy_tail`'s kernel-made copy, never read from the mapping here.  When that data is
 gone (the file was truncated meanwhile) nothing more is written and the caller must close the
 connection: the record's mark already promised its length, and the client sends the call

@@ -15,6 +15,7 @@ READDIR's in :mod:`floatlock.nfs.proto_dirlist`.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from floatlock.nfs.proto import NFS3_FHSIZE, Nfsstat3, decode_fh, encode_fh
@@ -37,10 +38,35 @@ _OK = b"\0\0\0\0"  # nfsstat3 NFS3_OK
 _ATTR_FOLLOWS = b"\0\0\0\1"  # post_op_attr: attributes_follow TRUE
 _NO_ATTR = b"\0\0\0\0"  # post_op_attr: FALSE
 _PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
+_u32 = struct.Struct(">I").pack
 
 
 def _post_op_attr(attr: Fattr3 | None) -> bytes:
     return _NO_ATTR if attr is None else _ATTR_FOLLOWS + attr.wire()
+
+
+def status_and_attr(status: Nfsstat3, attr: Fattr3 | None) -> bytes:
+    """The nfsstat3 and post_op_attr many results start with (:func:`encode_head`'s bytes),
+    joined without an Encoder."""
+    return _u32(status) + _post_op_attr(attr)
+
+
+def getattr3resok(attr: Fattr3) -> bytes:
+    """GETATTR3res of NFS3_OK."""
+    return _OK + attr.wire()
+
+
+def lookup3resok(fh: bytes, attr: Fattr3 | None, dir_attr: Fattr3 | None) -> bytes:
+    """LOOKUP3res of NFS3_OK: the handle, the object's and the directory's post_op_attr."""
+    n = len(fh)
+    if n > NFS3_FHSIZE:
+        raise XdrError(f"file handle of {n} bytes exceeds {NFS3_FHSIZE}")
+    return b"".join((_OK, _u32(n), fh, _PAD[-n & 3], _post_op_attr(attr), _post_op_attr(dir_attr)))
+
+
+def access3resok(attr: Fattr3 | None, access: int) -> bytes:
+    """ACCESS3res of NFS3_OK: the object's post_op_attr and the bits granted."""
+    return b"".join((_OK, _post_op_attr(attr), _u32(access)))
 
 
 def status_of_reply(dec: Decoder) -> Nfsstat3:
@@ -86,7 +112,7 @@ class GetattrRes:
     def encode(self) -> bytes:
         if self.status == Nfsstat3.OK:
             assert self.attr is not None
-            return _OK + self.attr.wire()
+            return getattr3resok(self.attr)
         enc = Encoder()
         enc.u32(self.status)
         return enc.getvalue()
@@ -124,21 +150,8 @@ class LookupRes:
 
     def encode(self) -> bytes:
         if self.status != Nfsstat3.OK:
-            return encode_head(self.status, self.dir_attr).getvalue()
-        fh = self.fh
-        n = len(fh)
-        if n > NFS3_FHSIZE:
-            raise XdrError(f"file handle of {n} bytes exceeds {NFS3_FHSIZE}")
-        return b"".join(
-            (
-                _OK,
-                n.to_bytes(4, "big"),
-                fh,
-                _PAD[-n & 3],
-                _post_op_attr(self.attr),
-                _post_op_attr(self.dir_attr),
-            )
-        )
+            return status_and_attr(self.status, self.dir_attr)
+        return lookup3resok(self.fh, self.attr, self.dir_attr)
 
     @classmethod
     def decode(cls, dec: Decoder) -> LookupRes:
@@ -159,10 +172,9 @@ class AccessRes:
     access: int = 0
 
     def encode(self) -> bytes:
-        enc = encode_head(self.status, self.attr)
         if self.status == Nfsstat3.OK:
-            enc.u32(self.access)
-        return enc.getvalue()
+            return access3resok(self.attr, self.access)
+        return status_and_attr(self.status, self.attr)
 
     @classmethod
     def decode(cls, dec: Decoder) -> AccessRes:

@@ -7,8 +7,8 @@ general path builds, per call, the decoded arguments, a :class:`~floatlock.nfs.c
 and its caller, an :class:`~floatlock.nfs.resolver.Obj`, the result object and then its bytes.
 A shortcut does the same work on the same shared pieces
 (:meth:`Resolver.cached <floatlock.nfs.resolver.Resolver.cached>`'s validation,
-:class:`~floatlock.nfs.context.ExportAccess`'s decision, :meth:`Fattr3.wire
-<floatlock.nfs.proto_attr.Fattr3.wire>`) without the objects in between: a GETATTR through
+:class:`~floatlock.nfs.context.ExportAccess`'s decision, the result encoders of
+:mod:`floatlock.nfs.proto_res`) without the objects in between: a GETATTR through
 the dispatcher costs 5.1-5.2 us instead of 8.1, a LOOKUP as a squashed caller 22.6-22.9
 instead of 27.2, an ACCESS of every bit 24.2-24.6 instead of 29.1-29.6 (``python -m
 bench.nfs_dispatch``; more figures, with their commands, in ``docs/benchmarks.md``).
@@ -20,7 +20,7 @@ count -- and the general path then does the whole call again, as if the shortcut
 tried. So every error, log line and refusal comes from the general path (the validation both
 share may drop a cache entry, and log a directory moved out of the export, once, as the general
 path alone would; an exception in a shortcut, a bug, is a SYSTEM_ERR the dispatcher logs as
-the shortcut's), and a shortcut's reply is byte for byte the general path's
+it logs a handler's), and a shortcut's reply is byte for byte the general path's
 (``tests/unit/test_nfs_shortcuts.py`` compares the two on every case). Shortcuts run only where
 the general path would answer on the event loop (``inline_metadata``), and only for idempotent
 procedures: they bypass the reply cache.
@@ -29,7 +29,6 @@ procedures: they bypass the reply cache.
 from __future__ import annotations
 
 import os
-import struct
 from contextlib import AbstractContextManager
 from stat import S_ISDIR
 
@@ -40,24 +39,12 @@ from floatlock.nfs.handlecache import CachedHandle
 from floatlock.nfs.ops_attr import granted_access
 from floatlock.nfs.proto import MAX_PATH, NAME_MAX, NFS3_FHSIZE, Nfsstat3
 from floatlock.nfs.proto_attr import Fattr3
+from floatlock.nfs.proto_res import access3resok, getattr3resok, lookup3resok, status_and_attr
 from floatlock.nfs.resolver import Resolver
-from floatlock.rpc.message import Call
+from floatlock.rpc.message import Call, success_header
 from floatlock.xdr import XdrError, exactly, opaque_at
 
 __all__ = ["Shortcuts"]
-
-# The accepted-reply header (RFC 5531 section 9: xid, REPLY, MSG_ACCEPTED, AUTH_NONE
-# verifier, SUCCESS) and GETATTR3res's NFS3_OK, packed in one go.
-_GETATTR_OK = struct.Struct(">IIIIIII")
-# The same header, then LOOKUP3res's NFS3_OK and the handle's length.
-_LOOKUP_OK = struct.Struct(">IIIIIIII")
-# The same header, then the error status and post_op_attr's attributes_follow TRUE.
-_LOOKUP_NOENT = struct.Struct(">IIIIIIII")
-# The same header, then ACCESS3res's NFS3_OK and post_op_attr's attributes_follow TRUE.
-_ACCESS_OK = struct.Struct(">IIIIIIII")
-_U32 = struct.Struct(">I")
-_ATTR_FOLLOWS = b"\0\0\0\1"
-_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 class Shortcuts:
@@ -106,7 +93,7 @@ class Shortcuts:
         entry, st, _ = got
         try:
             fsid = entry.root.export.export_id
-            return _GETATTR_OK.pack(call.xid, 1, 0, 0, 0, 0, 0) + Fattr3.from_stat(st, fsid).wire()
+            return success_header(call.xid) + getattr3resok(Fattr3.from_stat(st, fsid))
         finally:
             self._release(entry)
 
@@ -150,9 +137,8 @@ class Shortcuts:
                 # The status, then the directory's post_op_attr: those of the validation just
                 # made (the general path takes them afresh, a microsecond later: either is
                 # post-op, and the same unless the directory changed meanwhile).
-                return _LOOKUP_NOENT.pack(call.xid, 1, 0, 0, 0, 0, Nfsstat3.NOENT, 1) + (
-                    Fattr3.from_stat(dst, fsid).wire()
-                )
+                dir_attr = Fattr3.from_stat(dst, fsid)
+                return success_header(call.xid) + status_and_attr(Nfsstat3.NOENT, dir_attr)
             except OSError:
                 return None
             if st.st_dev != root.dev:
@@ -161,19 +147,8 @@ class Shortcuts:
             if child is None:
                 return None
             try:
-                cfh = child.fh
-                n = len(cfh)
-                return b"".join(
-                    (
-                        _LOOKUP_OK.pack(call.xid, 1, 0, 0, 0, 0, 0, n),
-                        cfh,
-                        _PAD[-n & 3],
-                        _ATTR_FOLLOWS,
-                        Fattr3.from_stat(st, fsid).wire(),
-                        _ATTR_FOLLOWS,
-                        Fattr3.from_stat(dst, fsid).wire(),
-                    )
-                )
+                attr, dir_attr = Fattr3.from_stat(st, fsid), Fattr3.from_stat(dst, fsid)
+                return success_header(call.xid) + lookup3resok(child.fh, attr, dir_attr)
             finally:
                 self._release(child)
         finally:
@@ -189,7 +164,7 @@ class Shortcuts:
             exactly(data, pos + 4)
         except XdrError:
             return None
-        (requested,) = _U32.unpack_from(data, pos)
+        requested = int.from_bytes(data[pos : pos + 4], "big")
         got = self._admitted(fh, call)
         if got is None:
             return None
@@ -197,13 +172,8 @@ class Shortcuts:
         try:
             with _as_caller(call, opts):
                 granted = granted_access(entry.fd, S_ISDIR(st.st_mode), requested, opts.rw)
-            return b"".join(
-                (
-                    _ACCESS_OK.pack(call.xid, 1, 0, 0, 0, 0, 0, 1),
-                    Fattr3.from_stat(st, entry.root.export.export_id).wire(),
-                    _U32.pack(granted),
-                )
-            )
+            attr = Fattr3.from_stat(st, entry.root.export.export_id)
+            return success_header(call.xid) + access3resok(attr, granted)
         finally:
             self._release(entry)
 

@@ -237,10 +237,8 @@ class Dispatcher:
         if shortcut is not None and type(data) is bytes:
             try:
                 quick = shortcut(data, call)
-            except Exception:
-                stats.system_err += 1
-                log.exception("SYSTEM_ERR: %s shortcut failed for %r", proc.name, call)
-                return accepted_reply(xid, AcceptStat.SYSTEM_ERR)
+            except Exception as e:
+                return self._failed(proc, call, None, e)
             if quick is not None:
                 return quick
 
@@ -294,10 +292,8 @@ class Dispatcher:
             if isinstance(result, Future):
                 return self._chain(proc, result, call, key)
             return _reply(proc, call, result)
-        except Exception:
-            self.stats.system_err += 1
-            log.exception("SYSTEM_ERR: %s failed for %r", proc.name, call)
-            return accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
+        except Exception as e:
+            return self._failed(proc, call, None, e)  # dispatch() finishes the cache entry
 
     def _chain(
         self, proc: Procedure[Any, Any], pending: Future[Any], call: Call, key: Any
@@ -338,6 +334,8 @@ class Dispatcher:
         return reply
 
     def _failed(self, proc: Procedure[Any, Any], call: Call, key: Any, exc: BaseException) -> Reply:
+        """SYSTEM_ERR for a call whose handler (or shortcut) raised ``exc``: counted, logged
+        with the traceback, and given to the reply cache under ``key`` if there is one."""
         self.stats.system_err += 1
         log.error("SYSTEM_ERR: %s failed for %r", proc.name, call, exc_info=exc)
         reply = accepted_reply(call.xid, AcceptStat.SYSTEM_ERR)
