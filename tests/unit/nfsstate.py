@@ -19,9 +19,13 @@ ROOT = AuthSys(0, "client", 0, 0, ())
 
 
 @contextmanager
-def nfs_state(export: Path, options: str = "rw,no_root_squash") -> Iterator[ServerState]:
-    """A ServerState exporting ``export`` to everyone with ``options`` (no sweeper threads)."""
-    resolver = Resolver(parse_exports(f"{export} *({options})"), KEY, sweeper=False)
+def nfs_state(
+    export: Path, options: str = "rw,no_root_squash", *, clients: str | None = None
+) -> Iterator[ServerState]:
+    """A ServerState exporting ``export`` to everyone with ``options`` (no sweeper threads);
+    ``clients``: an exports(5) client list instead (e.g. ``"198.18.0.0/15(rw)"``)."""
+    spec = clients if clients is not None else f"*({options})"
+    resolver = Resolver(parse_exports(f"{export} {spec}"), KEY, sweeper=False)
     files = OpenFiles(sweeper=False)
     try:
         yield ServerState(resolver, ExportAccess(resolve_names=False), b"v" * 8, files)
@@ -44,3 +48,10 @@ def handle_of(st: ServerState, path: Path) -> bytes:
         return st.resolver.handle_of(st.resolver.roots[0], fd)
     finally:
         os.close(fd)
+
+
+def cached(st: ServerState, path: Path) -> bytes:
+    """The handle of ``path``, opened once so that it is in the handle cache."""
+    fh = handle_of(st, path)
+    st.resolver.open_handle(fh).close()
+    return fh

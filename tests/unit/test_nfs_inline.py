@@ -20,7 +20,7 @@ from floatlock.nfs.proto_res_io import ReadRes
 from floatlock.nfs.resolver import NotCached, Resolver
 from floatlock.rpc.message import AuthSys
 from floatlock.xdr import Decoder
-from tests.unit.nfsstate import KEY, ROOT, handle_of, nfs_state, request
+from tests.unit.nfsstate import KEY, ROOT, cached, handle_of, nfs_state, request
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (open_by_handle_at)")
 
@@ -45,12 +45,6 @@ def _req(st: ServerState, auth: AuthSys = ROOT, *, inline: bool = True) -> Reque
 _fh = handle_of
 
 
-def _cached_fh(st: ServerState, path: Path) -> bytes:
-    fh = _fh(st, path)
-    st.resolver.open_handle(fh).close()  # now in the handle cache
-    return fh
-
-
 def test_lookup_inline_needs_the_directory_cached(state: tuple[Path, ServerState]) -> None:
     export, st = state
     fh = _fh(st, export)
@@ -70,7 +64,7 @@ def test_lookup_inline_needs_the_directory_cached(state: tuple[Path, ServerState
 
 def test_lookup_inline_checks_as_the_caller(state: tuple[Path, ServerState]) -> None:
     export, st = state
-    fh = _cached_fh(st, export / "private")
+    fh = cached(st, export / "private")
     assert ops_lookup.lookup3(_req(st, USER), DirOpArgs(fh, "p")).status == Nfsstat3.ACCES
     assert ops_lookup.lookup3(_req(st), DirOpArgs(fh, "p")).status == Nfsstat3.OK
 
@@ -87,7 +81,7 @@ def _create(
 
 def test_create_existing_inline(state: tuple[Path, ServerState]) -> None:
     export, st = state
-    fh = _cached_fh(st, export)
+    fh = cached(st, export)
 
     def run(a: CreateArgs, user: AuthSys = ROOT, *, inline: bool = True) -> CreateRes:
         a = CreateArgs(DirOpArgs(fh, a.where.name), a.mode, a.attrs, a.verf)
@@ -114,14 +108,14 @@ def test_create_inline_permission_and_read_only(
     state: tuple[Path, ServerState], tmp_path: Path
 ) -> None:
     export, st = state
-    fh = _cached_fh(st, export / "private")
+    fh = cached(st, export / "private")
     a = CreateArgs(DirOpArgs(fh, "p"), CreateMode.UNCHECKED, Sattr3())
     assert ops_create.create3(_req(st, USER), a).status == Nfsstat3.ACCES
     assert ops_create.create3(_req(st), a).status == Nfsstat3.OK
     ro = Resolver(parse_exports(f"{export} *(ro,no_root_squash)"), KEY, sweeper=False)
     try:
         ro_state = ServerState(ro, ExportAccess(resolve_names=False), b"v" * 8, st.files)
-        rfh = _cached_fh(ro_state, export)
+        rfh = cached(ro_state, export)
         ra = CreateArgs(DirOpArgs(rfh, "f"), CreateMode.UNCHECKED, Sattr3())
         assert ops_create.create3(_req(ro_state), ra).status == Nfsstat3.ROFS
     finally:
@@ -130,7 +124,7 @@ def test_create_inline_permission_and_read_only(
 
 def test_read_inline_needs_a_cached_descriptor(state: tuple[Path, ServerState]) -> None:
     export, st = state
-    fh = _cached_fh(st, export / "f")
+    fh = cached(st, export / "f")
     a = ReadArgs(fh, 1, 100)
     with pytest.raises(NotCached):  # no READ descriptor yet: a worker opens it
         ops_io.read3(_req(st), a)
@@ -145,6 +139,6 @@ def test_read_inline_needs_a_cached_descriptor(state: tuple[Path, ServerState]) 
 def test_read_inline_checks_as_the_caller(state: tuple[Path, ServerState]) -> None:
     export, st = state
     (export / "f").chmod(0o600)
-    fh = _cached_fh(st, export / "f")
+    fh = cached(st, export / "f")
     assert ops_io.read3(_req(st, inline=False), ReadArgs(fh, 0, 5)).status == Nfsstat3.OK
     assert ops_io.read3(_req(st, USER), ReadArgs(fh, 0, 5)).status == Nfsstat3.ACCES
