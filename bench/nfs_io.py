@@ -277,32 +277,32 @@ def _passes(one_pass: Callable[[], None], mib: int, args: argparse.Namespace) ->
     return passes * mib / (time.perf_counter() - t0)
 
 
-def _write_pass(file_mib: int, args: argparse.Namespace, s: Session, cpu: int | None) -> float:
+def _write_pass(args: argparse.Namespace, s: Session, cpu: int | None) -> float:
     """MiB/s of passes of sequential 1 MiB UNSTABLE WRITEs over the file, each pass followed
     by one COMMIT."""
     block = b"\xa5" * MiB
 
     def one_pass() -> None:
-        for i in range(file_mib):
+        for i in range(args.file_mib):
             if s.nfs.write(s.big, i * MiB, block, StableHow.UNSTABLE) != MiB:
                 raise RuntimeError(f"{s.target.name}: short WRITE at {i} MiB")
         s.nfs.nfs.call(NFS_PROG, 3, NFSPROC3_COMMIT, read_args(s.big, 0, 0))
 
-    rate = _passes(one_pass, file_mib, args)
-    if s.nfs.getattr(s.big) != file_mib * MiB:
+    rate = _passes(one_pass, args.file_mib, args)
+    if s.nfs.getattr(s.big) != args.file_mib * MiB:
         raise RuntimeError(f"{s.target.name}: file has the wrong size")
     return rate
 
 
-def _read_pass(file_mib: int, args: argparse.Namespace, s: Session, cpu: int | None) -> float:
+def _read_pass(args: argparse.Namespace, s: Session, cpu: int | None) -> float:
     """MiB/s of passes of sequential 1 MiB READs of the file."""
 
     def one_pass() -> None:
-        for i in range(file_mib):
+        for i in range(args.file_mib):
             if len(s.nfs.read(s.big, i * MiB, MiB).data) != MiB:
                 raise RuntimeError(f"{s.target.name}: short READ at {i} MiB")
 
-    return _passes(one_pass, file_mib, args)
+    return _passes(one_pass, args.file_mib, args)
 
 
 def _rpcload(
@@ -328,10 +328,8 @@ def _rpcload(
 def rows(args: argparse.Namespace) -> list[Row]:
     """Every cell, in the order they are measured."""
     out = [
-        Row(
-            "WRITE 1MiB tcp n=1 py (MiB/s)", 1, functools.partial(_write_pass, args.file_mib, args)
-        ),
-        Row("READ 1MiB tcp n=1 py (MiB/s)", 1, functools.partial(_read_pass, args.file_mib, args)),
+        Row("WRITE 1MiB tcp n=1 py (MiB/s)", 1, functools.partial(_write_pass, args)),
+        Row("READ 1MiB tcp n=1 py (MiB/s)", 1, functools.partial(_read_pass, args)),
     ]
     for what, protos, inflights in CASES:
         unit = "MiB/s" if "1MiB" in what else "calls/s"
