@@ -194,13 +194,24 @@ class GaneshaServer:
         return str(self.export_dir)
 
 
-def ganesha_config(export_dir: Path, *, grace: int, log_level: str) -> str:
-    """The ganesha.conf: NFSv3 + NLM on fixed ports, one VFS export, short grace, quiet log."""
+def ganesha_config(export_dir: Path, *, grace: int, log_level: str, shared: bool = False) -> str:
+    """The ganesha.conf: NFSv3 + NLM on fixed ports, one VFS export, short grace, quiet log.
+
+    ``shared``: Ganesha's metadata cache configured for a directory that others change too
+    (local processes, other nodes of a cluster filesystem): attributes never trusted from the
+    cache (``Attr_Expiration_Time = 0``) and no directory-entry cache (``Dir_Chunk = 0``), as
+    deployments of Ganesha over a shared filesystem configure it (ceph-ansible's
+    ``ceph_nfs_disable_caching``).  By default Ganesha trusts cached attributes for 60 s and
+    answers LOOKUP from its dirent cache, which is right only while it alone changes the
+    directory; floatlock never caches a name or an attribute, the kernel is asked every time.
+    """
     path = str(export_dir)
     if '"' in path:
         raise ValueError("export path may not contain a double quote")
+    mdcache = "MDCACHE {\n    Dir_Chunk = 0;\n}\n" if shared else ""
+    attr_expiry = "    Attr_Expiration_Time = 0;\n" if shared else ""
     return f"""\
-NFS_CORE_PARAM {{
+{mdcache}NFS_CORE_PARAM {{
     Protocols = 3;
     Enable_NLM = true;
     Enable_RQUOTA = false;
@@ -227,7 +238,7 @@ EXPORT {{
     Protocols = 3;
     Transports = UDP, TCP;
     SecType = sys;
-    FSAL {{
+{attr_expiry}    FSAL {{
         Name = VFS;
     }}
 }}
@@ -274,6 +285,7 @@ def ganesha(
     grace: int = 3,
     log_level: str = "WARN",
     start_timeout: float = 60.0,
+    shared: bool = False,
 ) -> Iterator[GaneshaServer]:
     """Run NFS-Ganesha (NFSv3 + NLM v4) exporting export_dir, in a fresh network namespace.
 
@@ -283,6 +295,8 @@ def ganesha(
         grace: Ganesha's NFSv4 Grace_Period and Lease_Lifetime in seconds (NLM honours it).
         log_level: Ganesha's Default_Log_Level (WARN keeps logging off the hot path).
         start_timeout: bound on start-up, including the wait for the end of grace.
+        shared: configure Ganesha's metadata cache for a shared directory
+            (:func:`ganesha_config`).
 
     Yields a :class:`GaneshaServer` once a probe LOCK has been granted.
     """
@@ -299,7 +313,7 @@ def ganesha(
     for sub in ("sm", "sm.bak", "ganesha"):
         (state / sub).mkdir(parents=True)
     conf = workdir / "ganesha.conf"
-    conf.write_text(ganesha_config(export_dir, grace=grace, log_level=log_level))
+    conf.write_text(ganesha_config(export_dir, grace=grace, log_level=log_level, shared=shared))
 
     procs: list[subprocess.Popen[bytes]] = []
     ns_created = False

@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-One temporary directory is exported by both servers at once, each under its own file names
+One temporary directory is exported by every server at once, each under its own file names
 (``ganesha-meta000`` .. ``ganesha-meta031`` and ``ganesha-big``; ``floatlock-meta000`` ..
-``floatlock-big``), so neither touches the other's files.  Each server gets the same work from
+``floatlock-big``), so none touches another's files.  Each server gets the same work from
 the same clients; every row below is one *cell*:
 
 * **sequential 1 MiB WRITE** (UNSTABLE, then one COMMIT) and **sequential 1 MiB READ** of a
@@ -22,20 +22,35 @@ the same clients; every row below is one *cell*:
   mode (one file per slot), 1 and 32 in flight, over TCP and (GETATTR, LOOKUP) UDP.  CREATE is
   UNCHECKED on a name that exists, so it measures the create-or-open path.
 
+**Two Ganesha configurations** (``--ganesha both``, the default; or ``default`` or
+``shared`` alone), two Ganesha processes on the same directory:
+
+* ``ganesha``: its defaults.  Its metadata cache trusts a file's cached attributes for 60 s
+  and answers LOOKUP from its cached directory entries, so a GETATTR or LOOKUP costs it no
+  system call.  That is right only while Ganesha alone changes the directory;
+* ``ganesha-shared``: configured for a directory that others change too (local processes,
+  the other nodes of a cluster filesystem), as deployments of Ganesha over a shared
+  filesystem configure it: ``Attr_Expiration_Time = 0``, ``MDCACHE { Dir_Chunk = 0; }``
+  (:func:`bench.ganesha.ganesha_config`).  This is the semantics floatlock has, which
+  never caches a name or an attribute (its exports are the HA cluster's shared storage, and
+  its locks are the kernel's, for local processes and other nodes to see): every GETATTR and
+  LOOKUP asks the kernel.
+
 **Alternation.**  This machine drifts: measured one whole pass after the other, a server's
 figures moved with whatever else ran during its pass (READ 1 MiB at 1 in flight came out
-0.55x Ganesha in one run, ~0.9x in another).  So both servers stay up for the whole run and
+0.55x Ganesha in one run, ~0.9x in another).  So every server stays up for the whole run and
 each cell is measured ``--repeat`` times, the servers taking turns and the order swapped each
-repetition (Ganesha, floatlock; then floatlock, Ganesha; ...), one cell finished before the
-next begins (the same idea as :func:`bench.rpc_null.measure`'s peers).  Printed per server:
-the median of its repetitions; the ratio is the median of the per-repetition ratios
-floatlock/Ganesha (each from two runs seconds apart, so drift mostly cancels), and "ratio
-range" their minimum and maximum, a measure of how far to trust it.  ``--floatlock-only``
-measures floatlock alone the same way and prints its median and range.
+repetition (Ganesha, floatlock; then floatlock, Ganesha; ...; the same with three servers),
+one cell finished before the next begins (the same idea as :func:`bench.rpc_null.measure`'s
+peers).  Printed per server: the median of its repetitions; per Ganesha configuration, the
+ratio is the median of the per-repetition ratios floatlock/that Ganesha (each from two runs
+seconds apart, so drift mostly cancels), and "ratio range" their minimum and maximum, a
+measure of how far to trust it.  ``--floatlock-only`` measures floatlock alone the same way
+and prints its median and range.
 
 **Pinning.**  Every 1-in-flight cell (the Python client's READ and WRITE, rpcload at n=1) runs
 with the load generator *and every thread of the server* pinned to one CPU (``--pin``, default
-0), for both servers alike: Ganesha's process by its pid, floatlock's by its own.  With one
+0), for every server alike: Ganesha's process by its pid, floatlock's by its own.  With one
 call at a time the rate is one round trip after another, and a round trip between two CPUs
 costs ~50 us more on this VM than on one; unpinned, the scheduler's random placement decided
 the figure (floatlock's GETATTR at 1 in flight measured 10k calls/s in one run, 26k in
@@ -44,17 +59,18 @@ around each run and undone after it, so the idle server (the one not being measu
 all CPUs.  The cells with several calls in flight run unpinned, on all CPUs (the same as
 :mod:`bench.rpc_null`).
 
-Ganesha runs in its own network namespace (:func:`bench.ganesha.ganesha`) and this thread
-enters it for each of Ganesha's runs (its client sockets and rpcload live there); floatlock
-runs on the host's loopback as ``python -m floatlock serve --config CFG`` with ``[portmap]
-mode = "off"``, fixed ports from :func:`bench.loadgen.free_port`, ``listen =
-["127.0.0.1"]`` and the export ``127.0.0.1(rw,no_root_squash,insecure)`` (Ganesha's export is
-not root-squashed either; rpcload's source ports are not privileged).  The two never share a
-port: Ganesha's are in its namespace.
+Each Ganesha runs in its own network namespace (:func:`bench.ganesha.ganesha`) and this
+thread enters it for each of that Ganesha's runs (its client sockets and rpcload live
+there); floatlock runs on the host's loopback as ``python -m floatlock serve --config CFG``
+with ``[portmap] mode = "off"``, fixed ports from :func:`bench.loadgen.free_port`, ``listen
+= ["127.0.0.1"]`` and the export ``127.0.0.1(rw,no_root_squash,insecure)`` (Ganesha's
+export is not root-squashed either; rpcload's source ports are not privileged).  No two
+share a port: each Ganesha's are in its namespace.
 
 Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64] [--pin 0]`` as root
-(about 5 minutes with these defaults, 4 with ``--seconds 2``; the elapsed time is printed
-at the end); ``--workers N`` and ``--inline true|false`` set floatlock's ``[nfs]`` table,
+(about 7 minutes with these defaults and both Ganesha configurations, 5 with ``--seconds 2``;
+the elapsed time is printed at the end); ``--ganesha default|shared`` measures one Ganesha
+configuration; ``--workers N`` and ``--inline true|false`` set floatlock's ``[nfs]`` table,
 ``--floatlock-only`` skips Ganesha (for sweeps of those settings).
 """
 
@@ -360,21 +376,24 @@ def alternate(
 
 
 def table(results: Sequence[tuple[str, list[dict[str, float]]]]) -> str:
-    """Medians per server; with Ganesha, the median and range of the per-repetition ratios
-    floatlock/ganesha, else the range of floatlock's figures."""
-    paired = "ganesha" in results[0][1][0]
+    """Medians per server; for each Ganesha configuration measured, the median and range of
+    the per-repetition ratios floatlock/that configuration; floatlock alone, its range."""
+    peers = [name for name in results[0][1][0] if name != "floatlock"]
     head = ["", "floatlock"]
-    head += ["ganesha", "floatlock/ganesha", "ratio range"] if paired else ["range"]
+    for peer in peers:
+        head += [peer, f"floatlock/{peer}", "ratio range"]
+    if not peers:
+        head.append("range")
     cells = [head]
     for label, reps in results:
         fl = [r["floatlock"] for r in reps]
         line = [label, f"{statistics.median(fl):,.0f}"]
-        if paired:
-            ga = [r["ganesha"] for r in reps]
+        for peer in peers:
+            ga = [r[peer] for r in reps]
             ratios = [f / g for f, g in zip(fl, ga, strict=True)]
             line += [f"{statistics.median(ga):,.0f}", f"{statistics.median(ratios):.2f}"]
             line.append(f"{min(ratios):.2f}-{max(ratios):.2f}")
-        else:
+        if not peers:
             line.append(f"{min(fl):,.0f}-{max(fl):,.0f}")
         cells.append(line)
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
@@ -417,6 +436,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="measure only the cells whose label contains one of these (e.g. WRITE 'tcp n=1')",
     )
     parser.add_argument(
+        "--ganesha",
+        choices=("both", "default", "shared"),
+        default="both",
+        help="which Ganesha configurations to measure beside floatlock: its default "
+        "metadata cache ('ganesha'), the one for a directory others change too "
+        "('ganesha-shared': attributes never trusted from the cache, no dirent cache), or both",
+    )
+    parser.add_argument(
         "--floatlock-only",
         action="store_true",
         help="skip Ganesha (print floatlock's figures only)",
@@ -439,11 +466,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flio-work-")))
         os.chmod(export, 0o755)
         targets: list[Target] = []
-        if not args.floatlock_only:
-            server = stack.enter_context(ganesha(export))
+        configs = {"both": (False, True), "default": (False,), "shared": (True,)}[args.ganesha]
+        for shared in () if args.floatlock_only else configs:
+            name = "ganesha-shared" if shared else "ganesha"
+            server = stack.enter_context(
+                ganesha(export, shared=shared, netns=f"fl{name}-{os.getpid()}")
+            )
             targets.append(
                 Target(
-                    "ganesha",
+                    name,
                     server.host,
                     server.ports.nfs,
                     server.ports.mount,

@@ -8,6 +8,7 @@ timing.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -121,3 +122,35 @@ def test_rpcload_lock_unlock_pairs(server: GaneshaServer, files: list[bytes], pr
     assert res.sequences > 0
     with RpcConn(server.host, server.ports.nlm, "udp") as conn:
         assert check_unlocked(conn, files) == []
+
+
+def _sees_local_changes(srv: GaneshaServer) -> tuple[bool, bool]:
+    """(GETATTR shows a size written beside Ganesha, LOOKUP misses a name removed beside
+    it), each asked right after Ganesha answered the same call before the change."""
+    with srv.entered(), srv.nfs_client("tcp") as nfs:
+        root = nfs.mount(srv.export_path())
+        fh = nfs.create(root, "beside-size")
+        assert nfs.getattr(fh) == 0
+        (srv.export_dir / "beside-size").write_bytes(b"y" * 100)
+        size_seen = nfs.getattr(fh) == 100
+        nfs.create(root, "beside-name")
+        nfs.lookup(root, "beside-name")
+        (srv.export_dir / "beside-name").unlink()
+        try:
+            nfs.lookup(root, "beside-name")
+            removal_seen = False
+        except NfsError as e:
+            assert e.status == Nfsstat3.NOENT
+            removal_seen = True
+    return size_seen, removal_seen
+
+
+def test_shared_configuration_sees_changes_made_beside_it(
+    server: GaneshaServer, tmp_path: Path
+) -> None:
+    """bench.nfs_io's two Ganesha columns: by default Ganesha answers GETATTR and LOOKUP from
+    its metadata cache, blind to a change made beside it; ``shared=True`` (the configuration
+    for a directory others change too, floatlock's semantics) asks the filesystem."""
+    with ganesha(tmp_path, shared=True, netns=f"flgan-shared-{os.getpid()}") as shared:
+        assert _sees_local_changes(shared) == (True, True)
+    assert _sees_local_changes(server) == (False, False)

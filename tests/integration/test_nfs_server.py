@@ -596,6 +596,40 @@ def test_remove_and_rename_over_drop_cached_descriptors() -> None:
     run(main)
 
 
+def test_metadata_is_never_answered_from_a_cache() -> None:
+    """GETATTR and LOOKUP ask the kernel every time, through the shortcuts too: a size
+    written, a name removed or created by a local process (or another node of a cluster
+    filesystem) shows in the very next answer.  (NFS-Ganesha's defaults answer both from
+    its metadata cache; bench.nfs_io measures it both ways, see test_bench_ganesha.)"""
+
+    async def main() -> None:
+        async with serving("{root} 127.0.0.1(rw,insecure,no_root_squash)") as env:
+            assert env.server.inline_metadata  # the shortcuts answer these calls
+            rpc, nfs = await env.client("tcp")
+            try:
+                for name in ("size", "gone"):
+                    cr = await nfs.create(
+                        CreateArgs(DirOpArgs(env.root_fh, name), CreateMode.UNCHECKED, Sattr3())
+                    )
+                    assert cr.status == Nfsstat3.OK and cr.fh is not None
+                fh = (await nfs.lookup(env.root_fh, "size")).fh
+                assert (await nfs.getattr(fh)).attr.size == 0
+                (env.root / "size").write_bytes(b"y" * 100)
+                assert (await nfs.getattr(fh)).attr.size == 100
+
+                assert (await nfs.lookup(env.root_fh, "gone")).status == Nfsstat3.OK
+                (env.root / "gone").unlink()
+                assert (await nfs.lookup(env.root_fh, "gone")).status == Nfsstat3.NOENT
+
+                assert (await nfs.lookup(env.root_fh, "new")).status == Nfsstat3.NOENT
+                (env.root / "new").touch()
+                assert (await nfs.lookup(env.root_fh, "new")).status == Nfsstat3.OK
+            finally:
+                await rpc.close()
+
+    run(main)
+
+
 @pytest.mark.skipif(not filemap.available, reason="no cachestat(2) on this machine")
 def test_large_reads_over_tcp_are_sent_from_the_mapping_and_stay_coherent() -> None:
     """1 MiB READs over TCP of cached data go out from the file's mapping (nfs/filemap.py):
