@@ -18,6 +18,9 @@ the same clients; every row below is one *cell*:
   UNSTABLE WRITE (pre-encoded 1 MiB calls: rpcload takes records of up to 2 MiB), READ over
   the file and WRITE over its first 16 MiB, sequentially, wrapping around (with 4 in flight
   the slots walk the same offsets side by side);
+* **NULL** per second, one call at a time over TCP and UDP: the server's transport and RPC
+  layer alone, the part of every round trip that is not the procedure (not one of the
+  issue's cells: it tells the cost of a procedure from the cost of a call);
 * **GETATTR, LOOKUP, CREATE** per second: pre-encoded calls replayed by rpcload in sequence
   mode (one file per slot), 1 and 32 in flight, over TCP and (GETATTR, LOOKUP) UDP.  CREATE is
   UNCHECKED on a name that exists, so it measures the create-or-open path.
@@ -220,6 +223,8 @@ def floatlock_serve(
 
 # (what, transports, calls in flight) of the rpcload cells, in the order they are run
 CASES: tuple[tuple[str, tuple[Proto, ...], tuple[int, ...]], ...] = (
+    # NULL: the transport and RPC layer alone, what every call costs before its procedure.
+    ("NULL", ("tcp", "udp"), (1,)),
     ("GETATTR", ("tcp", "udp"), (1, 32)),
     ("LOOKUP", ("tcp", "udp"), (1, 32)),
     ("CREATE", ("tcp",), (1, 32)),
@@ -259,6 +264,7 @@ def open_session(t: Target, file_mib: int, stack: ExitStack) -> Session:
         for i in range(min(file_mib, WRITE_MIB))
     ]
     sequences = {
+        "NULL": [[nfs_call(NfsProc.NULL, b"")]],
         "GETATTR": [[nfs_call(NfsProc.GETATTR, fh_args(fh))] for fh in fhs],
         "LOOKUP": [[nfs_call(NfsProc.LOOKUP, lookup_args(root, n))] for n in names],
         "CREATE": [[nfs_call(NfsProc.CREATE, create_args(root, n))] for n in names],
