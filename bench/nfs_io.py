@@ -71,7 +71,7 @@ export is not root-squashed either; rpcload's source ports are not privileged). 
 share a port: each Ganesha's are in its namespace.
 
 Run: ``python -m bench.nfs_io [--seconds 3] [--repeat 3] [--file-mib 64] [--pin 0]`` as root
-(about 7 minutes with these defaults and both Ganesha configurations, 5 with ``--seconds 2``;
+(about 10 minutes with these defaults and both Ganesha configurations, 7 with ``--seconds 2``;
 the elapsed time is printed at the end); ``--ganesha default|shared`` measures one Ganesha
 configuration; ``--workers N`` and ``--inline true|false`` set floatlock's ``[nfs]`` table,
 ``--floatlock-only`` skips Ganesha (for sweeps of those settings).
