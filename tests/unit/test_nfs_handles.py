@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from floatlock.nfs import creds
 from floatlock.nfs.cookies import ZERO, cookie_ok, cookie_verifier
 from floatlock.nfs.creds import Identity, Squash, squash
 from floatlock.nfs.errors import NfsError, status_of_errno
@@ -58,6 +59,25 @@ def test_squash_modes() -> None:
     assert squash(None, Squash.NONE, 7, 8) == Identity(7, 8, ())
     plain = AuthSys(0, "c", 1000, 100, (100,))
     assert squash(plain, Squash.ROOT) == Identity(1000, 100, (100,))
+
+
+def test_squash_answers_are_remembered_per_credential_object_and_options() -> None:
+    """squash memoizes by object identity (the dispatcher shares one AuthSys per credential):
+    a repeated call gets the very same Identity, and no other credential, mode or anonymous
+    id ever gets it, however many calls came between (the memo is bounded and cleared)."""
+    user = AuthSys(0, "c", 0, 0, (0,))
+    first = squash(user, Squash.ROOT, 7, 8)
+    assert squash(user, Squash.ROOT, 7, 8) is first
+    assert squash(user, Squash.NONE, 7, 8) == Identity(0, 0, (0,))
+    assert squash(user, Squash.ROOT, 9, 8) == Identity(9, 8, (8,))
+    assert squash(AuthSys(0, "c", 1000, 0, (0,)), Squash.ROOT, 7, 8) == Identity(1000, 8, (8,))
+    assert squash(None, Squash.ROOT, 7, 8) == Identity(7, 8, ())
+    # Credentials made and dropped one after another (ids may repeat once an object is
+    # gone, but never while the memo holds it): each gets its own identity, past the bound.
+    for uid in range(1, 3 * creds._SQUASHED_MAX, 7):
+        assert squash(AuthSys(0, "c", uid, uid, ()), Squash.ROOT, 7, 8) == Identity(uid, uid, ())
+    assert len(creds._SQUASHED) <= creds._SQUASHED_MAX
+    assert squash(user, Squash.ROOT, 7, 8) == first
 
 
 def test_squash_makes_uint32_minus_one_anonymous() -> None:

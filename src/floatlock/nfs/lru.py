@@ -81,7 +81,11 @@ class RefCountedLru(Generic[K, E]):
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            return self._use(key, entry)
+            # _use, inline: every call on a cached handle comes through here.
+            self._entries.move_to_end(key)
+            entry.users += 1
+            entry.last_used = self._clock()
+            return entry
 
     def _add(self, key: K, fd: int, make: Callable[[float], E]) -> E:
         """Cache ``fd`` (now owned by the cache) under ``key``; ``make(now)`` builds the
