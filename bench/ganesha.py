@@ -198,20 +198,22 @@ def ganesha_config(export_dir: Path, *, grace: int, log_level: str, shared: bool
     """The ganesha.conf: NFSv3 + NLM on fixed ports, one VFS export, short grace, quiet log.
 
     ``shared``: Ganesha's metadata cache configured for a directory that others change too
-    (local processes, other nodes of a cluster filesystem): attributes never trusted from the
-    cache (``Attr_Expiration_Time = 0``) and no directory-entry cache (``Dir_Chunk = 0``), as
-    deployments of Ganesha over a shared filesystem configure it (ceph-ansible's
-    ``ceph_nfs_disable_caching``).  By default Ganesha trusts cached attributes for 60 s and
-    answers LOOKUP from its dirent cache, which is right only while it alone changes the
-    directory; floatlock never caches a name or an attribute, the kernel is asked every time.
+    (local processes, other nodes of a cluster filesystem): cached attributes are never
+    trusted (``Attr_Expiration_Time = 0`` in the export; ganesha-export-config(8): how long
+    attributes, and the directory entries that lead to them, are trusted, 60 s by default).
+    That one setting is enough for Ganesha to see a size written, a name removed, created,
+    renamed or replaced beside it (``tests/integration/test_bench_ganesha.py``), and it is the
+    least it takes: the directory-entry cache stays on (ganesha-cache-config(8): "Dir_Chunk
+    should always be enabled"; ceph-ansible's configuration for a CephFS gateway turns it
+    off as well, which the test shows is not needed).  floatlock never caches a name or an
+    attribute: the kernel is asked every time.
     """
     path = str(export_dir)
     if '"' in path:
         raise ValueError("export path may not contain a double quote")
-    mdcache = "MDCACHE {\n    Dir_Chunk = 0;\n}\n" if shared else ""
     attr_expiry = "    Attr_Expiration_Time = 0;\n" if shared else ""
     return f"""\
-{mdcache}NFS_CORE_PARAM {{
+NFS_CORE_PARAM {{
     Protocols = 3;
     Enable_NLM = true;
     Enable_RQUOTA = false;

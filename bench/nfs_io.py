@@ -32,12 +32,12 @@ the same clients; every row below is one *cell*:
   and answers LOOKUP from its cached directory entries, so a GETATTR or LOOKUP costs it no
   system call.  That is right only while Ganesha alone changes the directory;
 * ``ganesha-shared``: configured for a directory that others change too (local processes,
-  the other nodes of a cluster filesystem), as deployments of Ganesha over a shared
-  filesystem configure it: ``Attr_Expiration_Time = 0``, ``MDCACHE { Dir_Chunk = 0; }``
-  (:func:`bench.ganesha.ganesha_config`).  This is the semantics floatlock has, which
-  never caches a name or an attribute (its exports are the HA cluster's shared storage, and
-  its locks are the kernel's, for local processes and other nodes to see): every GETATTR and
-  LOOKUP asks the kernel.
+  the other nodes of a cluster filesystem) with the least that takes,
+  ``Attr_Expiration_Time = 0`` (:func:`bench.ganesha.ganesha_config`): then it sees a size
+  written or a name removed beside it, as floatlock does.  This is the semantics floatlock
+  has, which never caches a name or an attribute (its exports are the HA cluster's shared
+  storage, and its locks are the kernel's, for local processes and other nodes to see):
+  every GETATTR and LOOKUP asks the kernel.
 
 **Alternation.**  This machine drifts: measured one whole pass after the other, a server's
 figures moved with whatever else ran during its pass (READ 1 MiB at 1 in flight came out
@@ -46,7 +46,7 @@ each cell is measured ``--repeat`` times, the servers taking turns and the order
 repetition (Ganesha, floatlock; then floatlock, Ganesha; ...; the same with three servers),
 one cell finished before the next begins (the same idea as :func:`bench.rpc_null.measure`'s
 peers).  Printed per server: the median of its repetitions; per Ganesha configuration, the
-ratio is the median of the per-repetition ratios floatlock/that Ganesha (each from two runs
+ratio is the median of the per-repetition ratios floatlock/that Ganesha (each from runs
 seconds apart, so drift mostly cancels), and "ratio range" their minimum and maximum, a
 measure of how far to trust it.  ``--floatlock-only`` measures floatlock alone the same way
 and prints its median and range.

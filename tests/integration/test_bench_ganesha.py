@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.ganesha import GaneshaServer, available, ganesha
 from bench.loadgen import run_load
-from bench.nfs_client import NfsError, Nfsstat3, RpcConn, StableHow
+from bench.nfs_client import NfsClient, NfsError, Nfsstat3, RpcConn, StableHow
 from bench.nlm_calls import (
     SlotLock,
     check_unlocked,
@@ -124,33 +124,44 @@ def test_rpcload_lock_unlock_pairs(server: GaneshaServer, files: list[bytes], pr
         assert check_unlocked(conn, files) == []
 
 
-def _sees_local_changes(srv: GaneshaServer) -> tuple[bool, bool]:
-    """(GETATTR shows a size written beside Ganesha, LOOKUP misses a name removed beside
-    it), each asked right after Ganesha answered the same call before the change."""
+def _sees_local_changes(srv: GaneshaServer) -> tuple[bool, bool, bool]:
+    """(GETATTR shows a size written beside Ganesha, LOOKUP misses a name removed beside it,
+    LOOKUP finds a name created beside it), each asked right after Ganesha answered the
+    same call before the change: what test_nfs_server's
+    test_metadata_is_never_answered_from_a_cache asks of floatlock."""
+
+    def found(nfs: NfsClient, root: bytes, name: str) -> bool:
+        try:
+            nfs.lookup(root, name)
+        except NfsError as e:
+            assert e.status == Nfsstat3.NOENT
+            return False
+        return True
+
     with srv.entered(), srv.nfs_client("tcp") as nfs:
         root = nfs.mount(srv.export_path())
         fh = nfs.create(root, "beside-size")
         assert nfs.getattr(fh) == 0
         (srv.export_dir / "beside-size").write_bytes(b"y" * 100)
         size_seen = nfs.getattr(fh) == 100
-        nfs.create(root, "beside-name")
-        nfs.lookup(root, "beside-name")
-        (srv.export_dir / "beside-name").unlink()
-        try:
-            nfs.lookup(root, "beside-name")
-            removal_seen = False
-        except NfsError as e:
-            assert e.status == Nfsstat3.NOENT
-            removal_seen = True
-    return size_seen, removal_seen
+        nfs.create(root, "beside-gone")
+        assert found(nfs, root, "beside-gone")
+        (srv.export_dir / "beside-gone").unlink()
+        removal_seen = not found(nfs, root, "beside-gone")
+        assert not found(nfs, root, "beside-new")
+        (srv.export_dir / "beside-new").touch()
+        creation_seen = found(nfs, root, "beside-new")
+    return size_seen, removal_seen, creation_seen
 
 
 def test_shared_configuration_sees_changes_made_beside_it(
     server: GaneshaServer, tmp_path: Path
 ) -> None:
-    """bench.nfs_io's two Ganesha columns: by default Ganesha answers GETATTR and LOOKUP from
-    its metadata cache, blind to a change made beside it; ``shared=True`` (the configuration
-    for a directory others change too, floatlock's semantics) asks the filesystem."""
+    """bench.nfs_io's two Ganesha columns: by default Ganesha answers GETATTR and LOOKUP of
+    a name it knows from its metadata cache, blind to a change made beside it (a name it
+    did not find it looks up again); ``shared=True`` (the configuration for a directory
+    others change too, floatlock's semantics: ``Attr_Expiration_Time = 0`` alone) sees all
+    three."""
     with ganesha(tmp_path, shared=True, netns=f"flgan-shared-{os.getpid()}") as shared:
-        assert _sees_local_changes(shared) == (True, True)
-    assert _sees_local_changes(server) == (False, False)
+        assert _sees_local_changes(shared) == (True, True, True)
+    assert _sees_local_changes(server) == (False, False, True)

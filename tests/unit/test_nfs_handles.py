@@ -61,10 +61,14 @@ def test_squash_modes() -> None:
     assert squash(plain, Squash.ROOT) == Identity(1000, 100, (100,))
 
 
-def test_squash_answers_are_remembered_per_credential_object_and_options() -> None:
+def test_squash_answers_are_remembered_per_credential_object_and_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """squash memoizes by object identity (the dispatcher shares one AuthSys per credential):
     a repeated call gets the very same Identity, and no other credential, mode or anonymous
     id ever gets it, however many calls came between (the memo is bounded and cleared)."""
+    monkeypatch.setattr(creds, "_SQUASHED", {})
+    monkeypatch.setattr(creds, "_SQUASHED_MAX", 8)
     user = AuthSys(0, "c", 0, 0, (0,))
     first = squash(user, Squash.ROOT, 7, 8)
     assert squash(user, Squash.ROOT, 7, 8) is first
@@ -72,11 +76,13 @@ def test_squash_answers_are_remembered_per_credential_object_and_options() -> No
     assert squash(user, Squash.ROOT, 9, 8) == Identity(9, 8, (8,))
     assert squash(AuthSys(0, "c", 1000, 0, (0,)), Squash.ROOT, 7, 8) == Identity(1000, 8, (8,))
     assert squash(None, Squash.ROOT, 7, 8) == Identity(7, 8, ())
-    # Credentials made and dropped one after another (ids may repeat once an object is
-    # gone, but never while the memo holds it): each gets its own identity, past the bound.
-    for uid in range(1, 3 * creds._SQUASHED_MAX, 7):
+    # Credentials made and dropped one after another, past the bound: once the memo is
+    # cleared their ids come round again, and each must still get its own identity.
+    sizes = []
+    for uid in range(1, 40):
         assert squash(AuthSys(0, "c", uid, uid, ()), Squash.ROOT, 7, 8) == Identity(uid, uid, ())
-    assert len(creds._SQUASHED) <= creds._SQUASHED_MAX
+        sizes.append(len(creds._SQUASHED))
+    assert max(sizes) <= 8 and min(sizes[8:]) < max(sizes)  # bounded, and cleared
     assert squash(user, Squash.ROOT, 7, 8) == first
 
 

@@ -51,7 +51,8 @@ ROOT = Identity(0, 0, ())
 #: dataclass and its checks: about half a microsecond of every LOOKUP, ACCESS or CREATE).
 #: Keyed by identity, not equality (hashing an AuthSys would cost what is saved): an entry
 #: holds its objects, so no other object can have their ids while it exists (the ``is``
-#: test is a second guard).  Any AuthSys will do (it is frozen); the bound makes old ones go.
+#: test is a second guard).  Any AuthSys will do (it is frozen); the bound (give or take a
+#: thread racing another past the check) makes old ones go.
 _SQUASHED: dict[tuple[int, int, int, int], tuple[AuthSys | None, Squash, Identity]] = {}
 _SQUASHED_MAX = 4096
 

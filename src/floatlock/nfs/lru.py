@@ -163,6 +163,7 @@ class RefCountedLru(Generic[K, E]):
     # -- with the lock held ----------------------------------------------------------------
 
     def _use(self, key: K, entry: E) -> E:
+        # (Also written out in _acquire, the hot path.)
         self._entries.move_to_end(key)
         entry.users += 1
         entry.last_used = self._clock()
