@@ -468,6 +468,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip Ganesha (print floatlock's figures only)",
     )
     args = parser.parse_args(argv)
+    cells = [r for r in rows(args) if not args.cells or any(c in r.label for c in args.cells)]
+    if not cells:
+        print(f"no cell's label contains any of {args.cells}", file=sys.stderr)
+        return 2
     section = ""
     if args.workers is not None:
         section += f"workers = {args.workers}\n"
@@ -505,7 +509,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets.append(stack.enter_context(floatlock_serve(export, work, nfs_section=section)))
         sessions = [open_session(t, args.file_mib, stack) for t in targets]
         results: list[tuple[str, list[dict[str, float]]]] = []
-        cells = [r for r in rows(args) if not args.cells or any(c in r.label for c in args.cells)]
         for k, row in enumerate(cells, 1):
             results.append((row.label, alternate(sessions, row, repeat, pin)))
             print(f"[{k}/{len(cells)}] {row.label}", file=sys.stderr, flush=True)
