@@ -2,12 +2,12 @@
 
 At one call in flight a server's rate is one round trip after another, and a round trip is
 the transport (``bench.nfs_io``'s NULL cells) plus the procedure.  NFS-Ganesha with its
-default metadata cache answers GETATTR and LOOKUP without a system call (1.2 and 1.8 us over
-its NULL in ``bench.nfs_io``); floatlock asks the kernel every time, because its exports are
-shared storage that others change (``docs/architecture.md``, "No cache of names or
-attributes").  This prints what each step of a coherent answer costs here, in the real
-daemon's process (:func:`bench.inproc.inproc_daemon`), each timed alone in a loop (best of
-5 runs of ``--calls`` iterations, wall time):
+default metadata cache answers GETATTR and LOOKUP without a system call (1.0-1.2 and
+1.5-1.8 us over its NULL in ``bench.nfs_io``); floatlock asks the kernel every time,
+because its exports are shared storage that others change (``docs/architecture.md``, "No
+cache of names or attributes").  This prints what each step of a coherent answer costs
+here, in the real daemon's process (:func:`bench.inproc.inproc_daemon`), each timed alone
+in a loop (best of 5 runs of ``--calls`` iterations, wall time):
 
 * GETATTR of a file: the RPC header with an AUTH_SYS credential (``parse_call``), the
   file's cache entry re-validated (``Resolver.cached``: an ``fstat`` and the checks, entry
