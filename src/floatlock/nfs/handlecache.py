@@ -89,9 +89,6 @@ class HandleCache(RefCountedLru[bytes, CachedHandle]):
     def __contains__(self, fh: bytes) -> bool:
         return fh in self._entries
 
-    #: The entry of ``fh``, in use until :meth:`release`; None on a miss.
-    acquire = RefCountedLru._acquire
-
     def acquire_inode(self, root: ExportRoot, dev: int, ino: int) -> CachedHandle | None:
         """An entry of inode (dev, ino) in export ``root``, in use until release; or None."""
         with self._lock:

@@ -75,17 +75,13 @@ class RefCountedLru(Generic[K, E]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _acquire(self, key: K) -> E | None:
+    def acquire(self, key: K) -> E | None:
         """The entry of ``key``, in use until :meth:`release`; None on a miss."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            # _use, inline: every call on a cached handle comes through here.
-            self._entries.move_to_end(key)
-            entry.users += 1
-            entry.last_used = self._clock()
-            return entry
+            return self._use(key, entry)
 
     def _add(self, key: K, fd: int, make: Callable[[float], E]) -> E:
         """Cache ``fd`` (now owned by the cache) under ``key``; ``make(now)`` builds the
@@ -163,7 +159,6 @@ class RefCountedLru(Generic[K, E]):
     # -- with the lock held ----------------------------------------------------------------
 
     def _use(self, key: K, entry: E) -> E:
-        # (Also written out in _acquire, the hot path.)
         self._entries.move_to_end(key)
         entry.users += 1
         entry.last_used = self._clock()

@@ -123,7 +123,7 @@ class OpenFiles(RefCountedLru[Key, OpenFile]):
 
     def get(self, fh: bytes, write: bool) -> OpenFile | None:
         """The cached entry for (fh, write), in use until ``release``; None on a miss."""
-        return self._acquire((fh, write))
+        return self.acquire((fh, write))
 
     def add(
         self, fh: bytes, write: bool, root: ExportRoot, fd: int, inode: tuple[int, int]
