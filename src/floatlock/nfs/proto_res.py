@@ -46,8 +46,7 @@ def _post_op_attr(attr: Fattr3 | None) -> bytes:
 
 
 def status_and_attr(status: Nfsstat3, attr: Fattr3 | None) -> bytes:
-    """The nfsstat3 and post_op_attr many results start with (:func:`encode_head`'s bytes),
-    joined without an Encoder."""
+    """The nfsstat3 and post_op_attr many results start with."""
     return _u32(status) + _post_op_attr(attr)
 
 
@@ -75,10 +74,10 @@ def status_of_reply(dec: Decoder) -> Nfsstat3:
 
 
 def encode_head(status: Nfsstat3, attr: Fattr3 | None) -> Encoder:
-    """An encoder holding the status and the post_op_attr both arms of many results start with."""
+    """An encoder holding the status and the post_op_attr both arms of many results start
+    with (:func:`status_and_attr`), for the result's other fields to follow."""
     enc = Encoder()
-    enc.u32(status)
-    encode_post_op_attr(enc, attr)
+    enc.raw(status_and_attr(status, attr))
     return enc
 
 
