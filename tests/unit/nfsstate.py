@@ -35,10 +35,15 @@ def nfs_state(
 
 
 def request(
-    st: ServerState, auth: AuthSys = ROOT, transport: str = "tcp", *, inline: bool = True
+    st: ServerState,
+    auth: AuthSys | None = ROOT,
+    transport: str = "tcp",
+    *,
+    inline: bool = True,
+    port: int = 700,
 ) -> Request:
-    """A request from 127.0.0.1:700; ``inline``: as on the event loop (cached_only)."""
-    return Request(st, Caller(auth, "127.0.0.1", 700, transport), cached_only=inline)
+    """A request from 127.0.0.1:``port``; ``inline``: as on the event loop (cached_only)."""
+    return Request(st, Caller(auth, "127.0.0.1", port, transport), cached_only=inline)
 
 
 def handle_of(st: ServerState, path: Path) -> bytes:

@@ -75,18 +75,11 @@ def state(tmp_path: Path) -> Iterator[tuple[Path, ServerState]]:
         yield export, st
 
 
-def _req(st: ServerState, transport: str = "tcp", *, inline: bool = True) -> Request:
-    return request(st, transport=transport, inline=inline)
-
-
-_fh = handle_of
-
-
 def _cached(st: ServerState, path: Path, data: bytes) -> bytes:
     """A file holding ``data`` whose READ descriptor is cached (a worker's READ opened it)."""
     path.write_bytes(data)
-    fh = _fh(st, path)
-    assert ops_io.read3(_req(st, inline=False), ReadArgs(fh, 0, 1)).status == Nfsstat3.OK
+    fh = handle_of(st, path)
+    assert ops_io.read3(request(st, inline=False), ReadArgs(fh, 0, 1)).status == Nfsstat3.OK
     return fh
 
 
@@ -97,15 +90,15 @@ def test_an_inline_tcp_read_is_sent_from_the_mapping(state: tuple[Path, ServerSt
     data = _content(3 * MiB + 5)
     fh = _cached(st, export / "f", data)
     a = ReadArgs(fh, MiB + 3, MiB)
-    res = ops_io.read3(_req(st), a)
+    res = ops_io.read3(request(st), a)
     assert res.status == Nfsstat3.OK and isinstance(res.data, FileSlice)
     assert len(res.data) == MiB and bytes(res.data.view) == data[MiB + 3 : 2 * MiB + 3]
     # The worker's copy and the mapped reply encode alike (encode() copies through the kernel).
-    worker = ops_io.read3(_req(st, inline=False), a)
+    worker = ops_io.read3(request(st, inline=False), a)
     assert res.encode() == worker.encode()
     assert ReadRes.decode(Decoder(res.encode())).data == data[MiB + 3 : 2 * MiB + 3]
     # The last bytes: the count is cut at the end of the file, and eof is set.
-    end = ops_io.read3(_req(st), ReadArgs(fh, 3 * MiB - 100_000, MiB))
+    end = ops_io.read3(request(st), ReadArgs(fh, 3 * MiB - 100_000, MiB))
     assert isinstance(end.data, FileSlice) and end.eof
     assert bytes(end.data.view) == data[3 * MiB - 100_000 :]
 
@@ -127,14 +120,14 @@ def test_udp_small_and_window_crossing_reads_copy(
         assert res.status == Nfsstat3.OK and not isinstance(res.data, FileSlice)
         return bytes(res.data)
 
-    assert copied(_req(st, "udp"), ReadArgs(fh, 0, 32768)) == data[:32768]
-    assert isinstance(ops_io.read3(_req(st), ReadArgs(fh, 0, 32768)).data, FileSlice)
-    small = copied(_req(st), ReadArgs(fh, 0, filemap.MIN_MAPPED - 1))
+    assert copied(request(st, transport="udp"), ReadArgs(fh, 0, 32768)) == data[:32768]
+    assert isinstance(ops_io.read3(request(st), ReadArgs(fh, 0, 32768)).data, FileSlice)
+    small = copied(request(st), ReadArgs(fh, 0, filemap.MIN_MAPPED - 1))
     assert small == data[: filemap.MIN_MAPPED - 1]
-    crossing = copied(_req(st), ReadArgs(fh, MiB - 4096, 8192 + filemap.MIN_MAPPED))
+    crossing = copied(request(st), ReadArgs(fh, MiB - 4096, 8192 + filemap.MIN_MAPPED))
     assert crossing == data[MiB - 4096 : MiB + 4096 + filemap.MIN_MAPPED]
     # Within the next window: a new mapping of that window.
-    inside = ops_io.read3(_req(st), ReadArgs(fh, 2 * MiB, filemap.MIN_MAPPED))
+    inside = ops_io.read3(request(st), ReadArgs(fh, 2 * MiB, filemap.MIN_MAPPED))
     assert isinstance(inside.data, FileSlice)
     assert bytes(inside.data.view) == data[2 * MiB : 2 * MiB + filemap.MIN_MAPPED]
 
@@ -226,10 +219,10 @@ def test_a_mapped_read_sets_the_access_time_a_copy_would(
     if os.statvfs(export).f_flag & os.ST_NOATIME:
         pytest.skip("mounted noatime")
     fh = _cached(st, export / "f", _content(MiB))
-    assert isinstance(ops_io.read3(_req(st), ReadArgs(fh, 0, MiB)).data, FileSlice)
+    assert isinstance(ops_io.read3(request(st), ReadArgs(fh, 0, MiB)).data, FileSlice)
     old = os.stat(export / "f")  # the window is mapped (mmap itself sets the atime): now
     os.utime(export / "f", ns=(old.st_mtime_ns - 10**12, old.st_mtime_ns))  # atime < mtime
-    res = ops_io.read3(_req(st), ReadArgs(fh, 0, MiB))
+    res = ops_io.read3(request(st), ReadArgs(fh, 0, MiB))
     assert isinstance(res.data, FileSlice)
     assert os.stat(export / "f").st_atime_ns > old.st_mtime_ns - 10**12
 
@@ -250,8 +243,8 @@ def test_pages_not_cached_go_to_a_worker(state: tuple[Path, ServerState]) -> Non
     finally:
         os.close(fd)
     with pytest.raises(NotCached):  # neither mapped nor read inline: the disk is needed
-        ops_io.read3(_req(st), ReadArgs(fh, 0, MiB))
-    assert ops_io.read3(_req(st, inline=False), ReadArgs(fh, 0, MiB)).data == data
+        ops_io.read3(request(st), ReadArgs(fh, 0, MiB))
+    assert ops_io.read3(request(st, inline=False), ReadArgs(fh, 0, MiB)).data == data
 
 
 def test_a_truncated_window_is_never_read_in_user_space(tmp_path: Path) -> None:
@@ -391,7 +384,7 @@ def test_without_nowait_reads_a_read_is_not_mapped_nor_waited_for(
 
     monkeypatch.setattr(ops_io.os, "preadv", no_nowait)
     with pytest.raises(NotCached):
-        ops_io.read3(_req(st), ReadArgs(fh, 0, MiB))
+        ops_io.read3(request(st), ReadArgs(fh, 0, MiB))
     entry = st.files.get(fh, False)
     assert entry is not None and len(entry.windows) == 0  # nothing was mapped either
     st.files.release(entry)

@@ -23,7 +23,7 @@ import pytest
 
 from floatlock.address import ServerAddress
 from floatlock.nfs import ops_attr, ops_lookup
-from floatlock.nfs.context import Caller, Request, ServerState
+from floatlock.nfs.context import ServerState
 from floatlock.nfs.exports import parse_exports
 from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3, DirOpArgs, Nfsstat3
 from floatlock.nfs.proto_args import AccessArgs, FhArgs
@@ -32,7 +32,7 @@ from floatlock.nfs.shortcuts import Shortcuts
 from floatlock.rpc.dispatch import Dispatcher
 from floatlock.rpc.message import AuthSys, Call, encode_call, parse_call, success_header
 from floatlock.xdr import Encoder
-from tests.unit.nfsstate import KEY, ROOT, cached, handle_of, nfs_state
+from tests.unit.nfsstate import KEY, ROOT, cached, handle_of, nfs_state, request
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (open_by_handle_at)")
 
@@ -76,6 +76,10 @@ def fh_args(fh: bytes) -> bytes:
     return _encoded(FhArgs(fh))
 
 
+def access_args(fh: bytes, bits: int) -> bytes:
+    return _encoded(AccessArgs(fh, bits))
+
+
 def lookup_args(fh: bytes, name: bytes) -> bytes:
     # surrogateescape: Encoder.string gives back the very bytes, UTF-8 or not.
     return _encoded(DirOpArgs(fh, name.decode("utf-8", "surrogateescape")))
@@ -98,24 +102,22 @@ def both(
     name: bytes | None = None,
     auth: AuthSys | None = ROOT,
     port: int = 700,
-    args: bytes | None = None,
     access: int | None = None,
 ) -> tuple[bytes | None, bytes]:
     """(the shortcut's reply or None, the general path's reply) of GETATTR of ``fh``; with
-    ``name``, LOOKUP of ``name`` in ``fh``; with ``access``, ACCESS of those bits of ``fh``
-    (``args``: other argument bytes for the shortcut)."""
+    ``name``, LOOKUP of ``name`` in ``fh``; with ``access``, ACCESS of those bits of ``fh``."""
     shortcuts = Shortcuts(st.resolver, st.access)
     if access is not None:
-        data, call = _call(ACCESS, args or _encoded(AccessArgs(fh, access)), auth, port)
+        data, call = _call(ACCESS, access_args(fh, access), auth, port)
         fast = shortcuts.access3(data, call)
     elif name is None:
-        data, call = _call(GETATTR, args or fh_args(fh), auth, port)
+        data, call = _call(GETATTR, fh_args(fh), auth, port)
         fast = shortcuts.getattr3(data, call)
     else:
-        data, call = _call(LOOKUP, args or lookup_args(fh, name), auth, port)
+        data, call = _call(LOOKUP, lookup_args(fh, name), auth, port)
         fast = shortcuts.lookup3(data, call)
     assert in_use(st) == []
-    req = Request(st, Caller(auth, "127.0.0.1", port, "tcp"))
+    req = request(st, auth, inline=False, port=port)
     if access is not None:
         general = ops_attr.access3(req, AccessArgs(fh, access)).encode()
     elif name is None:
@@ -242,9 +244,9 @@ def test_a_negative_lookup_is_the_general_reply(state: ServerState, export: Path
 
 def test_lookup_as_the_caller(state: ServerState, export: Path) -> None:
     private = cached(state, export / "private")
+    cached(state, export / "private" / "p")  # cached: only the search as the caller refuses
     # root is squashed to nobody, and so is the user: neither may search a 0700 directory.
     for auth in (ROOT, USER, None):
-        looked_up(state, private, b"p")
         assert declines(state, private, b"p", auth=auth) == Nfsstat3.ACCES
         assert declines(state, private, b"nope", auth=auth) == Nfsstat3.ACCES
     with nfs_state(export, "rw,no_root_squash") as st:
@@ -258,13 +260,13 @@ def test_lookup_as_the_squashed_identity(export: Path) -> None:
     # all_squash: uid 1000, the owner, is nobody too.
     with nfs_state(export, "rw,all_squash") as st:
         own = cached(st, export / "own")
-        st.resolver.open_handle(cached(st, export / "own" / "x")).close()
+        cached(st, export / "own" / "x")
         for name in (b"x", b"nope"):
             assert declines(st, own, name, auth=USER) == Nfsstat3.ACCES
     # anonuid: squashed root and anonymous callers become the owner, who may search.
     with nfs_state(export, "rw,root_squash,anonuid=1000,anongid=1000") as st:
         own = cached(st, export / "own")
-        st.resolver.open_handle(cached(st, export / "own" / "x")).close()
+        cached(st, export / "own" / "x")
         for auth in (ROOT, None, USER):
             assert agree(st, own, b"x", auth=auth) == Nfsstat3.OK
             assert agree(st, own, b"nope", auth=auth) == Nfsstat3.NOENT
@@ -302,7 +304,7 @@ def test_lookup_leaves_every_other_case_to_the_general_path(
         assert Shortcuts(state.resolver, state.access).lookup3(data, call) is None
 
 
-def test_lookup_does_not_cross_a_mount_point(state: ServerState, export: Path) -> None:
+def test_lookup_of_a_mount_point_is_refused(state: ServerState, export: Path) -> None:
     (export / "mnt").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "none", str(export / "mnt")], check=True)
     try:
@@ -413,7 +415,7 @@ def test_a_failing_export_decision_leaves_nothing_held(state: ServerState, expor
     shortcuts = Shortcuts(state.resolver, state.access)
     for proc, args, run in (
         (GETATTR, fh_args(fh), shortcuts.getattr3),
-        (ACCESS, fh_args(fh) + struct.pack(">I", 1), shortcuts.access3),
+        (ACCESS, access_args(fh, 1), shortcuts.access3),
         (LOOKUP, lookup_args(cached(state, export), b"f"), shortcuts.lookup3),
     ):
         data, call = _call(proc, args, ROOT, 700)
@@ -468,7 +470,6 @@ def test_the_server_answers_the_same_with_and_without_shortcuts(export: Path) ->
     async def main() -> None:
         root = handle_of(srv.state, export)
         own = handle_of(srv.state, export / "own")
-        every = struct.pack(">I", EVERY_BIT)
         cases = [
             (GETATTR, fh_args(root)),
             (GETATTR, fh_args(own)),
@@ -478,9 +479,9 @@ def test_the_server_answers_the_same_with_and_without_shortcuts(export: Path) ->
             (LOOKUP, lookup_args(root, b"f")),
             (LOOKUP, lookup_args(root, b"..")),
             (LOOKUP, lookup_args(root, b"f") + bytes(4)),
-            (ACCESS, fh_args(root) + every),
-            (ACCESS, fh_args(own) + every),
-            (ACCESS, fh_args(own) + every + every),
+            (ACCESS, access_args(root, EVERY_BIT)),
+            (ACCESS, access_args(own, EVERY_BIT)),
+            (ACCESS, access_args(own, EVERY_BIT) + bytes(4)),
         ]
         for _ in range(3):
             for auth in (ROOT, USER, None):
