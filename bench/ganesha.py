@@ -201,8 +201,8 @@ def ganesha_config(export_dir: Path, *, grace: int, log_level: str, shared: bool
     (local processes, other nodes of a cluster filesystem): cached attributes are never
     trusted (``Attr_Expiration_Time = 0`` in the export; ganesha-export-config(8): how long
     attributes, and the directory entries that lead to them, are trusted, 60 s by default).
-    That one setting is enough for Ganesha to see a size written, a name removed, created,
-    renamed or replaced beside it (``tests/integration/test_bench_ganesha.py``), and it is the
+    That one setting is enough for Ganesha to see a size written, a name removed or created
+    beside it (``tests/integration/test_bench_ganesha.py``), and it is the
     least it takes: the directory-entry cache stays on (ganesha-cache-config(8): "Dir_Chunk
     should always be enabled"; ceph-ansible's configuration for a CephFS gateway turns it
     off as well, which the test shows is not needed).  floatlock never caches a name or an

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-__all__ = ["inproc_daemon", "run_baseline"]
+__all__ = ["export_files", "inproc_daemon", "run_baseline"]
 
 
 @contextlib.asynccontextmanager
@@ -58,6 +58,26 @@ clients = "127.0.0.0/8({options})"
             yield daemon, f"{tmp}/export"
         finally:
             await daemon.stop()
+
+
+def export_files(
+    daemon: Any, export: str, names: Sequence[str], mode: int | None = None
+) -> tuple[bytes, list[bytes]]:
+    """Create the empty files ``names`` in ``export`` (with ``mode``, if given) and return
+    the export root's handle and theirs, as the daemon's NFS server hands them out."""
+    resolver = daemon.components["nfs"].resolver
+    root = resolver.roots[0]
+    dir_fd = os.open(export, os.O_PATH)
+    try:
+        fhs = []
+        for name in names:
+            open(f"{export}/{name}", "w").close()
+            if mode is not None:
+                os.chmod(f"{export}/{name}", mode)
+            fhs.append(resolver.handle_of(root, dir_fd, name))
+        return resolver.handle_of(root, dir_fd), fhs
+    finally:
+        os.close(dir_fd)
 
 
 def run_baseline(script: str, src_dir: str, args: Sequence[str] = ()) -> int:

@@ -27,7 +27,7 @@ CHUNKS = 10
 
 
 async def us_per_call(options: str) -> dict[str, float]:
-    from bench.inproc import inproc_daemon
+    from bench.inproc import export_files, inproc_daemon
     from bench.nfs_client import (
         NfsProc,
         StableHow,
@@ -43,17 +43,9 @@ async def us_per_call(options: str) -> dict[str, float]:
     from floatlock.rpc.message import encode_call, parse_reply
 
     async with inproc_daemon("floatlock-nfsdispatch-", options) as (daemon, export):
-        resolver = daemon.components["nfs"].resolver
-        root = resolver.roots[0]
-        dir_fd = os.open(export, os.O_PATH)
         names = [f"f{n}" for n in range(FILES)]
-        fhs = []
-        for name in names:
-            open(f"{export}/{name}", "w").close()
-            os.chmod(f"{export}/{name}", 0o666)  # root is squashed: WRITE as nobody may write
-            fhs.append(resolver.handle_of(root, dir_fd, name))
-        root_fh = resolver.handle_of(root, dir_fd)
-        os.close(dir_fd)
+        # 0o666: root is squashed by default, and WRITE as nobody must be allowed.
+        root_fh, fhs = export_files(daemon, export, names, 0o666)
         cred = default_cred("bench", os.getuid(), os.getgid())
 
         def call(proc: int, args: bytes) -> bytes:

@@ -46,9 +46,10 @@ def _best(fn: Callable[[], object], calls: int) -> float:
 
 
 async def pieces(calls: int) -> dict[str, float]:
-    from bench.inproc import inproc_daemon
+    from bench.inproc import export_files, inproc_daemon
     from bench.nfs_client import NfsProc, default_cred, fh_args, lookup_args
     from floatlock.address import ServerAddress
+    from floatlock.nfs.proto import NFS_PROGRAM, NFS_V3
     from floatlock.nfs.proto_attr import Fattr3
     from floatlock.nfs.proto_res import getattr3resok, lookup3resok
     from floatlock.rpc.message import encode_call, parse_call, success_header
@@ -60,20 +61,21 @@ async def pieces(calls: int) -> dict[str, float]:
         resolver = daemon.components["nfs"].resolver
         cache = resolver.cache
         root = resolver.roots[0]
-        dir_fd = os.open(export, os.O_PATH)
-        open(f"{export}/f0", "w").close()
-        fh = resolver.handle_of(root, dir_fd, "f0")
-        root_fh = resolver.handle_of(root, dir_fd)
-        os.close(dir_fd)
+        root_fh, (fh,) = export_files(daemon, export, ["f0"])
         cred = default_cred("bench", 0, 0)
-        getattr_msg = encode_call(7, 100003, 3, NfsProc.GETATTR, fh_args(fh), cred)
-        lookup_msg = encode_call(7, 100003, 3, NfsProc.LOOKUP, lookup_args(root_fh, "f0"), cred)
+        getattr_msg = encode_call(7, NFS_PROGRAM, NFS_V3, NfsProc.GETATTR, fh_args(fh), cred)
+        lookup_msg = encode_call(
+            7, NFS_PROGRAM, NFS_V3, NfsProc.LOOKUP, lookup_args(root_fh, "f0"), cred
+        )
         dispatch = daemon.dispatcher.dispatch
         server, client = ServerAddress("127.0.0.1"), ("127.0.0.1", 700)
         for msg in (lookup_msg, getattr_msg):  # the first LOOKUP caches both handles
             reply: Any = dispatch(msg, client, server, "tcp")
             if not isinstance(reply, bytes):
                 await reply
+            # Answered on the loop from then on, as the timed calls below must be (an
+            # awaitable left unawaited would time nothing).
+            assert isinstance(dispatch(msg, client, server, "tcp"), bytes)
 
         hit = resolver.cached(root_fh)
         assert hit is not None, "the export root is not cached"

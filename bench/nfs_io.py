@@ -19,8 +19,8 @@ the same clients; every row below is one *cell*:
   the file and WRITE over its first 16 MiB, sequentially, wrapping around (with 4 in flight
   the slots walk the same offsets side by side);
 * **NULL** per second, one call at a time over TCP and UDP: the server's transport and RPC
-  layer alone, the part of every round trip that is not the procedure (not one of the
-  issue's cells: it tells the cost of a procedure from the cost of a call);
+  layer alone, the part of every round trip that is not the procedure (it tells the cost
+  of a procedure from the cost of a call);
 * **GETATTR, LOOKUP, CREATE** per second: pre-encoded calls replayed by rpcload in sequence
   mode (one file per slot), 1 and 32 in flight, over TCP and (GETATTR, LOOKUP) UDP.  CREATE is
   UNCHECKED on a name that exists, so it measures the create-or-open path.
@@ -66,11 +66,8 @@ all CPUs.  The cells with several calls in flight run unpinned, on all CPUs (the
 (floatlock in a process group of its own, for stopping it).  With autogroup scheduling
 (``/proc/sys/kernel/sched_autogroup_enabled``) a session is a scheduling group, and at one
 call in flight on one CPU every round trip switches between the server and rpcload twice:
-floatlock in a session of its own, as this harness started it until the seventh session
-while Ganesha shared the load generator's, took 0.4 us more per round trip (NULL 24.52
-against 24.06 us, GETATTR 28.47 against 28.10, LOOKUP 35.11 against 34.70; an ad-hoc
-script running two floatlock servers side by side, four alternating pairs, all four
-alike).
+a server in a session of its own pays more for each switch than one in rpcload's (0.4 us
+per round trip for floatlock: ``docs/benchmarks.md``, seventh session).
 
 Each Ganesha runs in its own network namespace (:func:`bench.ganesha.ganesha`) and this
 thread enters it for each of that Ganesha's runs (its client sockets and rpcload live
@@ -425,7 +422,7 @@ def table(results: Sequence[tuple[str, list[dict[str, float]]]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """floatlock vs NFS-Ganesha: 1 MiB READ/WRITE and GETATTR/LOOKUP/CREATE rates."""
+    """floatlock vs NFS-Ganesha: 1 MiB READ/WRITE, GETATTR/LOOKUP/CREATE and NULL rates."""
     start = time.monotonic()
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument(
@@ -460,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="both",
         help="which Ganesha configurations to measure beside floatlock: its default "
         "metadata cache ('ganesha'), the one for a directory others change too "
-        "('ganesha-shared': attributes never trusted from the cache, no dirent cache), or both",
+        "('ganesha-shared': cached attributes never trusted, Attr_Expiration_Time = 0), or both",
     )
     parser.add_argument(
         "--floatlock-only",

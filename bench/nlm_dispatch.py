@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 
 SLOTS = 32
@@ -27,19 +26,12 @@ CHUNKS = 10
 
 
 async def us_per_call(transport: str) -> float:
-    from bench.inproc import inproc_daemon
+    from bench.inproc import export_files, inproc_daemon
     from bench.nlm_calls import lock_unlock_sequences
     from floatlock.address import ServerAddress
 
     async with inproc_daemon("floatlock-dispatch-") as (daemon, export):
-        resolver = daemon.components["nfs"].resolver
-        root = resolver.roots[0]
-        dir_fd = os.open(export, os.O_PATH)
-        handles = []
-        for n in range(SLOTS):
-            open(f"{export}/f{n}", "w").close()
-            handles.append(resolver.handle_of(root, dir_fd, f"f{n}"))
-        os.close(dir_fd)
+        _, handles = export_files(daemon, export, [f"f{n}" for n in range(SLOTS)])
         seqs = lock_unlock_sequences(handles, 4, hostname="bench")
         dispatch = daemon.dispatcher.dispatch
         server, client = ServerAddress("127.0.0.1"), ("127.0.0.1", 700)
