@@ -8,10 +8,11 @@ and its caller, an :class:`~floatlock.nfs.resolver.Obj`, the result object and t
 A shortcut does the same work on the same shared pieces
 (:meth:`Resolver.cached <floatlock.nfs.resolver.Resolver.cached>`'s validation,
 :class:`~floatlock.nfs.context.ExportAccess`'s decision, the result encoders of
-:mod:`floatlock.nfs.proto_res`) without the objects in between: a GETATTR through
-the dispatcher costs 5.1-5.2 us instead of 8.1, a LOOKUP as a squashed caller 22.6-22.9
-instead of 27.2, an ACCESS of every bit 24.2-24.6 instead of 29.1-29.6 (``python -m
-bench.nfs_dispatch``; more figures, with their commands, in ``docs/benchmarks.md``).
+:mod:`floatlock.nfs.proto_res`) without the objects in between: when they came in (the
+sixth session), a GETATTR through the dispatcher went from 8.1 to 5.1-5.2 us, a LOOKUP as a
+squashed caller from 27.2 to 22.6-22.9, an ACCESS of every bit from 29.1-29.6 to 24.2-24.6
+(``python -m bench.nfs_dispatch``; more figures, with their commands, in
+``docs/benchmarks.md``).
 
 The rule that keeps it honest: a shortcut answers only the plain success of a call whose handle
 is in the cache (and LOOKUP's NFS3ERR_NOENT), and returns None for everything else -- a handle
